@@ -1,0 +1,37 @@
+"""The engine: everything a request needs, built from one immutable :class:`Settings`.
+
+A request takes the engine once at its start and uses only that object, so a reload (which builds
+a new Engine and swaps it in) never changes the rules under a request in flight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opentracy.config import Settings
+from opentracy.gateway.auth import KeyRing
+from opentracy.gateway.errors import scrub
+from opentracy.routing.aliases import ModelResolver
+from opentracy.routing.router import Router
+
+
+@dataclass(frozen=True, slots=True)
+class Engine:
+    settings: Settings
+    resolver: ModelResolver
+    router: Router
+    keys: KeyRing
+
+    @classmethod
+    def build(cls, settings: Settings) -> "Engine":
+        return cls(
+            settings=settings,
+            resolver=ModelResolver(settings),
+            router=Router(num_retries=settings.num_retries, timeout=settings.timeout,
+                          drop_params=settings.drop_params),
+            keys=KeyRing.from_settings(settings),
+        )
+
+    def scrub(self, text: str) -> str:
+        """Remove every configured secret from text bound for a client, a log or a trace."""
+        return scrub(text, self.settings.secrets)

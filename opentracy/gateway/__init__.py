@@ -1,0 +1,1 @@
+"""The HTTP side of the engine: app factory, routes, auth, errors, streaming."""

@@ -1,0 +1,38 @@
+"""The FastAPI app factory. All state hangs off ``app.state``; nothing lives at module level."""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import litellm
+from fastapi import FastAPI
+
+from opentracy import __version__
+from opentracy.config import Settings
+from opentracy.engine import Engine
+from opentracy.gateway.errors import install_error_handlers
+from opentracy.gateway.limits import BodySizeLimit
+from opentracy.gateway.routes import router
+from opentracy.tracing.tracer import Tracer
+
+
+def create_app(settings: Settings, tracer: Tracer | None = None) -> FastAPI:
+    """Build the app for ``settings``; ``tracer`` defaults to the no-op one (tracing off)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        litellm.suppress_debug_info = True  # no provider-list banners on stdout for each error
+        yield
+        app.state.tracer.close()
+
+    app = FastAPI(title="OpenTracy", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    app.state.engine = Engine.build(settings)
+    app.state.tracer = tracer or Tracer()
+    app.state.started_at = time.time()
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.engine.max_body_bytes)
+    return app

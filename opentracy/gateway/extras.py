@@ -1,0 +1,101 @@
+"""The fields OpenTracy adds to OpenAI's response shape: ``_cost``, ``_latency_ms``, ``_routing``.
+
+Also the one place that turns litellm's pydantic objects into plain OpenAI JSON: litellm adds
+``provider_specific_fields`` and null ``function_call``/``tool_calls`` keys that OpenAI never sends.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import litellm
+
+from opentracy.routing.aliases import PRICE_KEYS, Target
+from opentracy.routing.router import RouteOutcome
+
+LITELLM_ONLY_KEYS = ("provider_specific_fields",)
+NULL_DROPPED_KEYS = ("function_call", "tool_calls", "citations", "reasoning_content", "thinking_blocks", "audio",
+                     "images", "annotations")
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Facts about one client request that the response extras and the trace both need."""
+
+    requested_model: str
+    stream: bool = False
+    key_name: str | None = None
+    user: str | None = None
+    trace_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    started: float = field(default_factory=time.perf_counter)
+    start_time: float = field(default_factory=time.time)
+
+    def latency_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000.0
+
+
+def routing_info(ctx: RequestContext, outcome: RouteOutcome) -> dict[str, Any]:
+    target = outcome.target
+    return {
+        "alias": outcome.route.alias,
+        "requested_model": ctx.requested_model,
+        "selected_model": target.model if target else None,
+        "provider": target.provider if target else None,
+        "fallback_used": outcome.fallback_used,
+        "attempts": [a.public() for a in outcome.attempts],
+        "trace_id": ctx.trace_id,
+    }
+
+
+def cost_usd(target: Target, usage: Mapping[str, Any] | None) -> float:
+    """USD for ``usage`` at ``target``'s price: config prices first, then litellm's price map."""
+    if not usage:
+        return 0.0
+    custom = {k: float(target.params[k]) for k in PRICE_KEYS[:2] if k in target.params}
+    try:
+        prompt, completion = litellm.cost_per_token(
+            model=target.model,
+            custom_llm_provider=target.provider,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            custom_cost_per_token=custom or None,  # type: ignore[arg-type]
+        )
+    except Exception:  # a model missing from the price map costs "unknown", reported as 0
+        return 0.0
+    return float(prompt + completion)
+
+
+def clean(obj: Any) -> dict[str, Any]:
+    """litellm object → OpenAI JSON dict (chat completion, chunk or embedding response)."""
+    data = obj.model_dump() if hasattr(obj, "model_dump") else dict(obj)
+    for choice in data.get("choices") or ():
+        for key in ("message", "delta"):
+            part = choice.get(key)
+            if isinstance(part, dict):
+                _drop_litellm_keys(part)
+        _drop_litellm_keys(choice)
+    _drop_litellm_keys(data)
+    return data
+
+
+def _drop_litellm_keys(part: dict[str, Any]) -> None:
+    for key in LITELLM_ONLY_KEYS:
+        part.pop(key, None)
+    for key in NULL_DROPPED_KEYS:
+        if key in part and part[key] is None:
+            del part[key]
+
+
+def extras_headers(ctx: RequestContext, cost: float | None = None, latency_ms: float | None = None,
+                   selected_model: str | None = None) -> dict[str, str]:
+    headers = {"x-opentracy-trace-id": ctx.trace_id}
+    if cost is not None:
+        headers["x-opentracy-cost"] = f"{cost:.10f}".rstrip("0").rstrip(".") or "0"
+    if latency_ms is not None:
+        headers["x-opentracy-latency-ms"] = f"{latency_ms:.3f}"
+    if selected_model:
+        headers["x-opentracy-selected-model"] = selected_model
+    return headers

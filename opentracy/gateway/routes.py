@@ -1,0 +1,147 @@
+"""The HTTP routes: OpenAI's chat completions, embeddings and models, plus health and metrics.
+
+Each handler: take the engine once (reload-safe) → authenticate → resolve the model → call the
+route's targets → enrich with the extras → respond (JSON or SSE). Everything that goes wrong
+becomes an OpenAI-shaped :class:`APIError` and a trace.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
+from opentracy import __version__
+from opentracy.engine import Engine
+from opentracy.gateway.errors import APIError
+from opentracy.gateway.extras import RequestContext, clean, cost_usd, extras_headers, routing_info
+from opentracy.gateway.schemas import ChatCompletionRequest, EmbeddingRequest
+from opentracy.gateway.streaming import StreamResult, stream_events
+from opentracy.routing.aliases import Route, UnknownModelError
+from opentracy.routing.router import RouteOutcome
+from opentracy.tracing.tracer import Tracer
+
+router = APIRouter()
+
+# Fields we handle ourselves rather than forward as given.
+NOT_FORWARDED = {"model", "stream", "stream_options"}
+
+
+def _engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def _tracer(request: Request) -> Tracer:
+    return request.app.state.tracer
+
+
+def _authenticate(engine: Engine, request: Request, ctx: RequestContext, tracer: Tracer) -> None:
+    try:
+        ctx.key_name = engine.keys.authenticate(request.headers.get("authorization"),
+                                                request.headers.get("x-api-key"))
+    except APIError as exc:
+        tracer.auth_failed(ctx, exc)
+        exc.headers.update(extras_headers(ctx))
+        raise
+
+
+def _resolve(engine: Engine, ctx: RequestContext, tracer: Tracer, payload: dict[str, Any]) -> Route:
+    try:
+        return engine.resolver.resolve(ctx.requested_model)
+    except UnknownModelError:
+        served = ", ".join(engine.resolver.served_names()) or "(none configured)"
+        error = APIError(404, f"The model '{ctx.requested_model}' does not exist or is not served by this "
+                              f"engine. Served models: {served}. Provider models can also be named as "
+                              f"litellm model strings such as 'openai/gpt-4o'.",
+                         param="model", code="model_not_found", headers=extras_headers(ctx))
+        tracer.rejected(ctx, error, payload)
+        raise error from None
+
+
+def _upstream_error(engine: Engine, ctx: RequestContext, outcome: RouteOutcome) -> APIError:
+    failure = outcome.failure
+    assert failure is not None
+    tried = ", ".join(a.model for a in outcome.attempts)
+    message = engine.scrub(f"{failure.message} (model '{ctx.requested_model}'; tried: {tried})")
+    headers = extras_headers(ctx, latency_ms=ctx.latency_ms())
+    return APIError(failure.client_status, message, type=failure.client_type, code=failure.client_code,
+                    headers=headers, extra={"_routing": routing_info(ctx, outcome)})
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
+    engine, tracer = _engine(request), _tracer(request)
+    ctx = RequestContext(requested_model=body.model, stream=bool(body.stream), user=body.user)
+    _authenticate(engine, request, ctx, tracer)
+    payload = body.model_dump(exclude_unset=True, exclude=NOT_FORWARDED)
+    route = _resolve(engine, ctx, tracer, payload)
+
+    client_wants_usage = bool(body.stream_options and body.stream_options.include_usage)
+    outcome = await engine.router.complete(route, payload, stream=ctx.stream,
+                                           metadata=tracer.call_metadata(ctx, route))
+    if outcome.failure is not None or outcome.target is None:
+        error = _upstream_error(engine, ctx, outcome)
+        tracer.failed(ctx, outcome, payload, error)
+        raise error
+
+    if ctx.stream:
+        def finished(result: StreamResult) -> None:
+            tracer.stream_ended(ctx, outcome, payload, result)
+
+        events = stream_events(ctx, outcome, client_wants_usage=client_wants_usage,
+                               messages=payload["messages"], scrub=engine.scrub, on_finish=finished)
+        headers = {**extras_headers(ctx, selected_model=outcome.target.model), "cache-control": "no-cache",
+                   "x-accel-buffering": "no"}
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+    data = clean(outcome.response)
+    cost = cost_usd(outcome.target, data.get("usage"))
+    latency = ctx.latency_ms()
+    data.update({"_cost": cost, "_latency_ms": round(latency, 3), "_routing": routing_info(ctx, outcome)})
+    return JSONResponse(data, headers=extras_headers(ctx, cost, latency, outcome.target.model))
+
+
+@router.post("/v1/embeddings")
+async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
+    engine, tracer = _engine(request), _tracer(request)
+    ctx = RequestContext(requested_model=body.model, user=body.user)
+    _authenticate(engine, request, ctx, tracer)
+    payload = body.model_dump(exclude_unset=True, exclude=NOT_FORWARDED)
+    route = _resolve(engine, ctx, tracer, payload)
+    outcome = await engine.router.embed(route, payload, metadata=tracer.call_metadata(ctx, route))
+    if outcome.failure is not None or outcome.target is None:
+        error = _upstream_error(engine, ctx, outcome)
+        tracer.failed(ctx, outcome, payload, error)
+        raise error
+    data = clean(outcome.response)
+    cost = cost_usd(outcome.target, data.get("usage"))
+    latency = ctx.latency_ms()
+    data.update({"_cost": cost, "_latency_ms": round(latency, 3), "_routing": routing_info(ctx, outcome)})
+    return JSONResponse(data, headers=extras_headers(ctx, cost, latency, outcome.target.model))
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    engine = _engine(request)
+    ctx = RequestContext(requested_model="")
+    _authenticate(engine, request, ctx, _tracer(request))
+    created = int(request.app.state.started_at)
+    data = [{"id": name, "object": "model", "created": created, "owned_by": "opentracy"}
+            for name in engine.resolver.served_names()]
+    return {"object": "list", "data": data}
+
+
+@router.get("/health")
+async def health(request: Request) -> dict[str, Any]:
+    engine = _engine(request)
+    return {"status": "ok", "version": __version__, "models": len(engine.resolver.served_names()),
+            "uptime_s": round(time.time() - request.app.state.started_at, 3),
+            "tracing": _tracer(request).health()}
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(request: Request) -> str:
+    return _tracer(request).prometheus()
+

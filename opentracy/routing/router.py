@@ -1,0 +1,139 @@
+"""Call a route's targets in order with immediate retries and fallbacks, recording every attempt.
+
+We call ``litellm.acompletion`` per target instead of using litellm's Router: the Router's default
+retry back-off costs ~5 s per fallback here, and we need each attempt's outcome for ``_routing``
+and the trace anyway. Retries and fallbacks are immediate; the failure table is in
+:mod:`opentracy.routing.failover`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Mapping
+
+import litellm
+
+from opentracy.routing.aliases import Route, Target
+from opentracy.routing.failover import Failure, classify
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One call to one target; serialised into ``_routing.attempts`` and the trace."""
+
+    model: str
+    provider: str
+    status: str  # "ok" or "error"
+    latency_ms: float
+    error: str | None = None
+    http_status: int | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {"model": self.model, "status": self.status, "error": self.error,
+                "latency_ms": round(self.latency_ms, 3), "http_status": self.http_status}
+
+
+# Builds the litellm ``metadata`` for an attempt from the attempts before it (the trace callback
+# reads it to know the request's alias, trace id and earlier failures).
+MetadataFactory = Callable[[list[Attempt]], Mapping[str, Any]]
+
+
+@dataclass(slots=True)
+class RouteOutcome:
+    """What the route produced: a response (or an open stream) or the last failure."""
+
+    route: Route
+    attempts: list[Attempt] = field(default_factory=list)
+    target: Target | None = None
+    response: Any = None  # litellm ModelResponse / EmbeddingResponse
+    stream: AsyncIterator[Any] | None = None
+    first_chunk: Any = None  # already pulled from ``stream`` so failures before it can fall back
+    failure: Failure | None = None
+
+    @property
+    def fallback_used(self) -> bool:
+        return self.target is not None and bool(self.route.targets) and self.target is not self.route.targets[0]
+
+
+class Router:
+    """Runs routes; holds only immutable settings, so one instance serves all requests."""
+
+    def __init__(self, *, num_retries: int, timeout: float | None, drop_params: bool) -> None:
+        self._num_retries = num_retries
+        self._timeout = timeout
+        self._drop_params = drop_params
+
+    async def complete(self, route: Route, request: Mapping[str, Any], *, stream: bool,
+                       metadata: MetadataFactory | None = None) -> RouteOutcome:
+        """Chat completion over the route's targets."""
+        return await self._run(route, request, "chat", stream, metadata)
+
+    async def embed(self, route: Route, request: Mapping[str, Any],
+                    metadata: MetadataFactory | None = None) -> RouteOutcome:
+        return await self._run(route, request, "embedding", False, metadata)
+
+    async def _run(self, route: Route, request: Mapping[str, Any], kind: str, stream: bool,
+                   metadata: MetadataFactory | None) -> RouteOutcome:
+        outcome = RouteOutcome(route)
+        for target in route.targets:
+            for _ in range(1 + self._num_retries):
+                started = time.perf_counter()
+                try:
+                    await self._call(outcome, target, request, kind, stream, metadata)
+                except Exception as exc:  # every upstream failure is classified, none escapes
+                    failure = classify(exc)
+                    outcome.failure = failure
+                    outcome.attempts.append(Attempt(
+                        target.model, target.provider, "error", _ms_since(started),
+                        f"{failure.kind}: {failure.message}", failure.upstream_status))
+                    if not failure.try_next:
+                        return outcome
+                    if not failure.retry_same:
+                        break
+                    continue
+                outcome.attempts.append(Attempt(target.model, target.provider, "ok", _ms_since(started)))
+                outcome.target, outcome.failure = target, None
+                return outcome
+        return outcome
+
+    async def _call(self, outcome: RouteOutcome, target: Target, request: Mapping[str, Any], kind: str,
+                    stream: bool, metadata: MetadataFactory | None) -> None:
+        kwargs: dict[str, Any] = {**target.params, **request, "model": target.model,
+                                  "max_retries": 0, "num_retries": 0}
+        if self._drop_params:
+            kwargs.setdefault("drop_params", True)
+        if self._timeout is not None:
+            kwargs.setdefault("timeout", self._timeout)
+        if metadata is not None:
+            kwargs["metadata"] = {**(kwargs.get("metadata") or {}), **metadata(list(outcome.attempts))}
+        if kind == "embedding":
+            outcome.response = await litellm.aembedding(**kwargs)
+            return
+        if not stream:
+            outcome.response = await litellm.acompletion(**kwargs)
+            return
+        if _supports_stream_options(target):
+            kwargs["stream_options"] = {"include_usage": True}  # exact usage and cost for streams
+        response = await litellm.acompletion(**kwargs, stream=True)
+        iterator = aiter(response)
+        # Pull the first chunk inside the attempt: most providers report errors only once the
+        # stream is read, and until a chunk reaches the client we can still fall back.
+        try:
+            outcome.first_chunk = await anext(iterator)
+        except StopAsyncIteration:
+            outcome.first_chunk = None
+        outcome.stream = iterator
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+def _supports_stream_options(target: Target) -> bool:
+    """Whether litellm maps ``stream_options`` for this target's provider."""
+    try:
+        supported = litellm.get_supported_openai_params(model=target.model, custom_llm_provider=target.provider)
+    except Exception:
+        return False
+    return bool(supported) and "stream_options" in supported

@@ -1,0 +1,468 @@
+"""``TraceRecord``: the trace schema, defined once.
+
+Every column of the ClickHouse table is a field of the dataclass below, and the field carries its
+ClickHouse type and how Python values are encoded into it. The DDL (:data:`COLUMNS`,
+:func:`column_definitions`), the insert row (:meth:`TraceRecord.to_row`) and the read path
+(:meth:`TraceRecord.from_row`) are all derived from those fields, so they cannot drift apart.
+
+A trace must never be lost because one of its fields is odd: a provider that sends a lone surrogate,
+a NaN cost, bytes where text belongs, a 5 MB response or a metadata value ``json`` cannot encode.
+:meth:`TraceRecord.to_row` therefore never raises: each offending field is replaced (truncated with a
+marker, ``"<unencodable: TypeName>"``, the field default) and the fix is listed in the
+``encoding_errors`` column, so the row is stored and the damage is visible.
+
+Time convention: timestamps are stored in UTC. An aware ``datetime`` is converted; a naive one is
+taken as *local* time (Python's own convention, and what litellm hands its callbacks); a number is
+taken as Unix seconds. Read back, timestamps are aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import date, datetime, time, timezone
+from decimal import Decimal
+from enum import Enum
+from types import MappingProxyType
+from typing import Any, Callable
+
+DEFAULT_MAX_TEXT_BYTES = 1024 * 1024
+"""Cap per text/JSON field. One trace row stays a few MB at worst; content beyond is truncated."""
+
+LABEL_MAX_BYTES = 1024
+"""Cap for LowCardinality labels (model, alias, ...): a longer value is a bug upstream, not a label."""
+
+MAX_PROBLEMS_PER_FIELD = 5
+TRACE_STATUSES = ("ok", "cancelled", "error")  # last = what an unknown status is stored as
+TRACE_SOURCES = ("litellm_proxy", "gateway")
+_TEXT_CODEC = "CODEC(ZSTD(3))"
+_UINT_MAX = {"UInt16": 0xFFFF, "UInt32": 0xFFFF_FFFF}
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_MIN_TIME = datetime(1900, 1, 1, tzinfo=timezone.utc)  # DateTime64 range
+_MAX_TIME = datetime(2299, 12, 31, tzinfo=timezone.utc)
+
+
+def new_trace_id() -> str:
+    """A uuid4 as 32 hex digits: what the gateway returns in ``x-opentracy-trace-id``."""
+    return uuid.uuid4().hex
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _column(clickhouse_type: str, kind: str, *, default: Any = dataclasses.MISSING,
+            factory: Callable[[], Any] | Any = dataclasses.MISSING, choices: tuple[str, ...] = ()) -> Any:
+    """A dataclass field that also declares its ClickHouse column (type + encoding kind).
+
+    ``choices``: the allowed values of a label; an unknown value is stored as the *last* choice.
+    """
+    metadata = {"clickhouse_type": clickhouse_type, "kind": kind, "choices": choices}
+    return field(default=default, default_factory=factory, metadata=metadata)
+
+
+def _label(default: str = "", choices: tuple[str, ...] = ()) -> Any:
+    return _column("LowCardinality(String)", "label", default=default, choices=choices)
+
+
+def _text(default: str = "") -> Any:
+    return _column("String", "text", default=default)
+
+
+def _json(factory: Callable[[], Any]) -> Any:
+    # Plain String, not the JSON type: ClickHouse 23.8 servers have no stable JSON type.
+    return _column("String", "json", factory=factory)
+
+
+def _time() -> Any:
+    return _column("DateTime64(6, 'UTC')", "time", factory=utc_now)
+
+
+@dataclass(slots=True)
+class TraceRecord:
+    """One LLM call as stored in ``opentracy_traces``; field order is column order.
+
+    JSON fields (``attempts``, ``messages``, ``tools``, ``tool_calls``, ``request_params``,
+    ``metadata``) hold Python values (lists, dicts, pydantic models are dumped); they are serialised
+    to JSON text on the way in and parsed on the way out.
+    """
+
+    trace_id: str = _column("String", "id", factory=new_trace_id)
+    start_time: datetime = _time()
+    end_time: datetime = _time()
+    alias: str = _label()
+    requested_model: str = _label()
+    selected_model: str = _label()
+    provider: str = _label()
+    status: str = _label("ok", TRACE_STATUSES)
+    error_type: str = _label()
+    error_message: str = _text()
+    http_status: int = _column("UInt16", "uint", default=200)
+    stream: bool = _column("Bool", "bool", default=False)
+    ttft_ms: float | None = _column("Nullable(Float64)", "nullable_float", default=None)
+    latency_ms: float = _column("Float64", "float", default=0.0)
+    prompt_tokens: int = _column("UInt32", "uint", default=0)
+    completion_tokens: int = _column("UInt32", "uint", default=0)
+    total_tokens: int = _column("UInt32", "uint", default=0)
+    cost_usd: float = _column("Float64", "float", default=0.0)
+    fallback_used: bool = _column("Bool", "bool", default=False)
+    attempts: Any = _json(list)  # [{"model", "status", "error", "latency_ms"}, ...]
+    messages: Any = _json(list)
+    response: str = _text()
+    tools: Any = _json(list)
+    tool_calls: Any = _json(list)
+    finish_reason: str = _label()
+    request_params: Any = _json(dict)
+    api_key_name: str = _label()  # the engine key's name, never the key
+    user: str = _text()  # the OpenAI `user` field
+    metadata: Any = _json(dict)
+    redacted: bool = _column("Bool", "bool", default=False)
+    content_stored: bool = _column("Bool", "bool", default=True)
+    source: str = _label("gateway", TRACE_SOURCES)
+    version: str = _label()
+    shadow_of: str = _text()  # reserved: trace_id of the call this one shadows
+    encoding_errors: list[str] = _column("Array(String)", "text_list", factory=list)
+
+    def to_row(self, max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES) -> list[Any]:
+        """Values in column order, each one encodable. Never raises; fixes go to encoding_errors."""
+        row: list[Any] = []
+        problems: list[str] = []
+        for column in COLUMNS[:-1]:
+            raw = getattr(self, column.name, None)
+            try:
+                value, found = column.encode(raw, max_text_bytes)
+            except Exception as exc:  # a bug in an encoder must not cost the trace
+                value, found = column.default_value(), [f"encoder failed: {type(exc).__name__}"]
+            row.append(value)
+            problems += [f"{column.name}: {p}" for p in _capped(found)]
+        previous, _ = ENCODING_ERRORS.encode(self.encoding_errors, max_text_bytes)
+        row.append(previous + problems)
+        return row
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any] | Mapping[str, Any]) -> TraceRecord:
+        """Build a record from a stored row (column order) or a mapping of column names."""
+        if not isinstance(row, Mapping):
+            row = dict(zip(COLUMN_NAMES, row))
+        return cls(**decode_columns(row))
+
+    def sanitize(self, max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES) -> TraceRecord:
+        """The record exactly as it will be stored (fixes applied and listed in encoding_errors)."""
+        return TraceRecord.from_row(self.to_row(max_text_bytes))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in COLUMN_NAMES}
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One table column: name, ClickHouse type, and how a Python value is encoded into it."""
+
+    name: str
+    clickhouse_type: str
+    kind: str
+    choices: tuple[str, ...]
+    default: Any
+    default_factory: Any
+
+    @property
+    def ddl(self) -> str:
+        codec = f" {_TEXT_CODEC}" if self.kind in ("text", "json") else ""
+        return f"`{self.name}` {self.clickhouse_type}{codec}"
+
+    def default_value(self) -> Any:
+        value = self.default if self.default_factory is dataclasses.MISSING else self.default_factory()
+        return _ENCODERS[self.kind](self, value, DEFAULT_MAX_TEXT_BYTES)[0]
+
+    def encode(self, value: Any, max_text_bytes: int) -> tuple[Any, list[str]]:
+        return _ENCODERS[self.kind](self, value, max_text_bytes)
+
+    def decode(self, value: Any) -> Any:
+        if self.kind == "json" and isinstance(value, str):
+            try:
+                return json.loads(value) if value else None
+            except ValueError:
+                return value
+        if self.kind == "time" and isinstance(value, datetime):
+            return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        if self.kind == "time" and isinstance(value, str):  # spool rows carry ISO text
+            return self.decode(datetime.fromisoformat(value))
+        return value
+
+
+COLUMNS: tuple[Column, ...] = tuple(
+    Column(f.name, f.metadata["clickhouse_type"], f.metadata["kind"], f.metadata["choices"], f.default,
+           f.default_factory)
+    for f in fields(TraceRecord)
+)
+COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
+COLUMNS_BY_NAME: Mapping[str, Column] = MappingProxyType({c.name: c for c in COLUMNS})
+ENCODING_ERRORS = COLUMNS[-1]
+assert ENCODING_ERRORS.name == "encoding_errors"
+
+
+def column_definitions() -> str:
+    """The column list of ``CREATE TABLE``, derived from :class:`TraceRecord`."""
+    return ",\n    ".join(c.ddl for c in COLUMNS)
+
+
+def decode_columns(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Stored values (by column name) to Python values; unknown names are ignored."""
+    return {name: COLUMNS_BY_NAME[name].decode(v) for name, v in values.items() if name in COLUMNS_BY_NAME}
+
+
+def row_to_jsonable(row: Sequence[Any]) -> dict[str, Any]:
+    """An encoded row as a JSON-safe dict keyed by column (for the disk spool).
+
+    Keyed by name, not position, so a spool written before a schema migration replays after it.
+    """
+    return {c.name: (v.isoformat() if isinstance(v, datetime) else v) for c, v in zip(COLUMNS, row)}
+
+
+def row_from_jsonable(data: Mapping[str, Any]) -> list[Any]:
+    """Inverse of :func:`row_to_jsonable`; columns the dict lacks get their defaults."""
+    row = []
+    for column in COLUMNS:
+        if column.name not in data:
+            row.append(column.default_value())
+        elif column.kind == "time":
+            row.append(column.decode(data[column.name]))
+        else:
+            row.append(data[column.name])
+    return row
+
+
+# --- encoders: (column, value, max_text_bytes) -> (encoded value, problems) -----------------------
+
+
+def _capped(problems: list[str]) -> list[str]:
+    if len(problems) <= MAX_PROBLEMS_PER_FIELD:
+        return problems
+    return problems[:MAX_PROBLEMS_PER_FIELD] + [f"and {len(problems) - MAX_PROBLEMS_PER_FIELD} more"]
+
+
+def _clean_unicode(text: str) -> tuple[str, list[str]]:
+    """Lone surrogates (from providers, or ``surrogateescape`` decoding) cannot be UTF-8: → U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text, []
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", text), ["invalid unicode (lone surrogates) replaced with U+FFFD"]
+
+
+def _truncate(text: str, limit: int) -> tuple[str, list[str]]:
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text, []
+    marker = f"…[truncated by opentracy: {len(data)} bytes]"
+    keep = max(0, limit - len(marker.encode("utf-8")))
+    return data[:keep].decode("utf-8", "ignore") + marker, [f"truncated from {len(data)} to {limit} bytes"]
+
+
+def _clean_text(text: str, limit: int) -> tuple[str, list[str]]:
+    """Valid UTF-8 of at most ``limit`` bytes (lone surrogates → U+FFFD, excess → marker)."""
+    text, problems = _clean_unicode(text)
+    text, more = _truncate(text, limit)
+    return text, problems + more
+
+
+def _to_text(value: Any) -> tuple[str, list[str]]:
+    if isinstance(value, str):
+        return value, []
+    if value is None:
+        return "", []
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace"), [f"{type(value).__name__} decoded as UTF-8"]
+    if isinstance(value, (int, float, Enum)):
+        return str(value.value if isinstance(value, Enum) else value), [f"{type(value).__name__} converted to str"]
+    return f"<unencodable: {type(value).__name__}>", [f"unencodable {type(value).__name__}"]
+
+
+def _encode_text(column: Column, value: Any, limit: int) -> tuple[str, list[str]]:
+    text, problems = _to_text(value)
+    text, more = _clean_text(text, limit)
+    return text, problems + more
+
+
+def _encode_id(column: Column, value: Any, limit: int) -> tuple[str, list[str]]:
+    text, problems = _encode_text(column, value, LABEL_MAX_BYTES)
+    if not text:
+        return new_trace_id(), ["missing; generated a new id"]
+    return text, problems
+
+
+def _encode_label(column: Column, value: Any, limit: int) -> tuple[str, list[str]]:
+    text, problems = _encode_text(column, value, min(limit, LABEL_MAX_BYTES))
+    if column.choices and text not in column.choices:
+        problems.append(f"unknown value {text[:64]!r} replaced with {column.choices[-1]!r}")
+        text = column.choices[-1]
+    return text, problems
+
+
+def _encode_text_list(column: Column, value: Any, limit: int) -> tuple[list[str], list[str]]:
+    items = value if isinstance(value, (list, tuple)) else ([] if value is None else [value])
+    return [_encode_text(column, item, limit)[0] for item in items], []
+
+
+def _encode_json(column: Column, value: Any, limit: int) -> tuple[str, list[str]]:
+    problems: list[str] = []
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):
+        text = json.dumps(_json_safe(value, "$", problems, set(), 0), ensure_ascii=False, allow_nan=False,
+                          separators=(",", ":"))
+    text, more = _clean_unicode(text)
+    problems += more
+    size = len(text.encode("utf-8"))
+    if size > limit:
+        # Truncated JSON is not JSON: keep a valid document that says what happened, with the head.
+        keep = max(0, limit - 200)
+        while True:
+            head = _truncate(text, keep)[0] if keep > 0 else ""
+            wrapped = json.dumps({"_opentracy_truncated": True, "bytes": size, "head": head}, ensure_ascii=False)
+            if len(wrapped.encode("utf-8")) <= limit or not head:
+                break
+            keep = keep * 3 // 4 if keep > 512 else 0  # escaping grew the head: shrink until it fits
+        text = wrapped
+        problems.append(f"truncated from {size} to {limit} bytes (kept as {{_opentracy_truncated, head}})")
+    return text, problems
+
+
+def _json_safe(value: Any, path: str, problems: list[str], seen: set[int], depth: int) -> Any:
+    """A copy of ``value`` that ``json.dumps(allow_nan=False)`` accepts; every fix is noted."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        problems.append(f"{path}: {value} replaced with null")
+        return None
+    if depth > 64:
+        problems.append(f"{path}: nested deeper than 64 levels")
+        return "<too deep>"
+    if isinstance(value, (dict, list, tuple, set, frozenset)) or hasattr(value, "model_dump"):
+        if id(value) in seen:
+            problems.append(f"{path}: circular reference")
+            return "<circular>"
+        seen = seen | {id(value)}
+    if isinstance(value, Mapping):
+        return {_json_key(k, path, problems): _json_safe(v, f"{path}.{k}", problems, seen, depth + 1)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        if isinstance(value, (set, frozenset)):
+            problems.append(f"{path}: {type(value).__name__} stored as list")
+        return [_json_safe(v, f"{path}[{i}]", problems, seen, depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, (uuid.UUID, Decimal)):
+        return _json_safe(float(value) if isinstance(value, Decimal) else str(value), path, problems, seen, depth)
+    if isinstance(value, Enum):
+        return _json_safe(value.value, path, problems, seen, depth + 1)
+    if isinstance(value, (bytes, bytearray)):
+        problems.append(f"{path}: bytes decoded as UTF-8")
+        return bytes(value).decode("utf-8", "replace")
+    dumped = _dump_object(value)
+    if dumped is not None:
+        return _json_safe(dumped, path, problems, seen, depth + 1)
+    problems.append(f"{path}: unencodable {type(value).__name__}")
+    return f"<unencodable: {type(value).__name__}>"
+
+
+def _dump_object(value: Any) -> Any:
+    """pydantic models (litellm's Message, ModelResponse) and dataclasses as plain data, else None."""
+    try:
+        if hasattr(value, "model_dump") and callable(value.model_dump):
+            return value.model_dump()
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: getattr(value, f.name) for f in fields(value)}
+    except Exception:
+        return None
+    return None
+
+
+def _json_key(key: Any, path: str, problems: list[str]) -> str | int | float | bool | None:
+    if key is None or isinstance(key, (str, int, bool)) or (isinstance(key, float) and math.isfinite(key)):
+        return key
+    problems.append(f"{path}: key of type {type(key).__name__} stored as text")
+    return _to_text(key)[0] if isinstance(key, (bytes, float)) else f"<unencodable: {type(key).__name__}>"
+
+
+def _encode_float(column: Column, value: Any, limit: int) -> tuple[float | None, list[str]]:
+    fallback = None if column.kind == "nullable_float" else column.default
+    if value is None:
+        return fallback, []
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            return fallback, [f"unencodable {type(value).__name__} replaced with {fallback}"]
+        problem = [f"{type(value).__name__} converted to float"] if not isinstance(value, Decimal) else []
+    else:
+        number, problem = float(value), []
+    if not math.isfinite(number):
+        return fallback, [f"{number} replaced with {fallback}"]
+    return number, problem
+
+
+def _encode_uint(column: Column, value: Any, limit: int) -> tuple[int, list[str]]:
+    top = _UINT_MAX[column.clickhouse_type]
+    if value is None:
+        return column.default, []
+    problems = []
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        try:
+            number = int(float(value)) if not isinstance(value, (int, Decimal)) else int(value)
+        except (TypeError, ValueError, OverflowError):
+            return column.default, [f"unencodable {type(value).__name__} replaced with {column.default}"]
+        if number != value:
+            problems.append(f"{type(value).__name__} {str(value)[:32]} converted to {number}")
+    if not 0 <= number <= top:
+        problems.append(f"{number} out of range, clamped")
+        number = min(max(number, 0), top)
+    return number, problems
+
+
+def _encode_bool(column: Column, value: Any, limit: int) -> tuple[bool, list[str]]:
+    if isinstance(value, bool):
+        return value, []
+    if value is None:
+        return column.default, []
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value), []
+    return column.default, [f"{type(value).__name__} {str(value)[:32]!r} is not a bool; stored {column.default}"]
+
+
+def _encode_time(column: Column, value: Any, limit: int) -> tuple[datetime, list[str]]:
+    try:
+        if isinstance(value, datetime):
+            moment = value.astimezone(timezone.utc)  # naive = local time, as in Python and litellm
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            moment = datetime.fromtimestamp(value, timezone.utc)
+        else:
+            return utc_now(), [f"{type(value).__name__} is not a time; stored the write time"]
+    except (OverflowError, OSError, ValueError):
+        return utc_now(), [f"{str(value)[:40]} out of range; stored the write time"]
+    if not _MIN_TIME <= moment <= _MAX_TIME:
+        return utc_now(), [f"{moment.isoformat()} out of range; stored the write time"]
+    return moment, []
+
+
+_ENCODERS: Mapping[str, Callable[[Column, Any, int], tuple[Any, list[str]]]] = MappingProxyType({
+    "text": _encode_text,
+    "label": _encode_label,
+    "json": _encode_json,
+    "text_list": _encode_text_list,
+    "float": _encode_float,
+    "nullable_float": _encode_float,
+    "uint": _encode_uint,
+    "bool": _encode_bool,
+    "time": _encode_time,
+    "id": _encode_id,
+})

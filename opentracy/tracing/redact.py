@@ -1,0 +1,494 @@
+"""PII / secret redaction for stored traces.
+
+Enabled by ``OPENTRACY_TRACE_REDACT=true`` (see :func:`redaction_enabled`).
+When enabled, the tracer runs every piece of text it is about to store
+(messages, response, tool calls and their JSON arguments, error text,
+metadata) through :meth:`Redactor.redact`, which replaces PII with typed
+placeholders:
+
+=================  ==========================================================
+placeholder        what is replaced
+=================  ==========================================================
+``[EMAIL]``        ``local@domain.tld`` (ASCII / Latin-1 local part; the
+                   literal ``git@host`` SSH form is left alone)
+``[PHONE]``        see *Phone rule* below
+``[CREDIT_CARD]``  13-19 digits, contiguous or grouped with spaces/dashes
+                   (``4-4-4-4``, ``4-6-5``, ...), first digit 2-6 (card
+                   networks), and the Luhn check passes
+``[SSN]``          US ``ddd-dd-dddd``; area 000/666/9xx, group 00 and serial
+                   0000 are not SSNs and are left alone
+``[IBAN]``         ``CCkk`` + BBAN, contiguous or in space-separated groups
+                   of 4; known country, the country's exact length and a
+                   valid ISO 7064 mod-97 checksum
+``[IP_ADDRESS]``   IPv4 / IPv6, validated with :mod:`ipaddress` (see below)
+``[SECRET]``       API keys (OpenAI ``sk-``/``sk-proj-``, Anthropic
+                   ``sk-ant-``, AWS ``AKIA``/``ASIA`` key ids, GitHub
+                   ``ghp_``/``gho_``/``ghu_``/``ghs_``/``ghr_``/``github_pat_``,
+                   Google ``AIza``, Slack ``xox[abposr]-``, Stripe
+                   ``sk_live_``/``rk_live_``/``sk_test_``, Groq ``gsk_``,
+                   xAI ``xai-``, Hugging Face ``hf_``, Replicate ``r8_``,
+                   Perplexity ``pplx-``), JWTs, ``Bearer <token>``, the
+                   password in ``scheme://user:password@host`` and PEM
+                   private-key blocks (multi-line; a truncated block without
+                   its END line is redacted through its last base64 line)
+=================  ==========================================================
+
+Decisions worth knowing
+-----------------------
+* **Bearer** keeps the scheme word: ``Authorization: Bearer abc...`` becomes
+  ``Authorization: Bearer [SECRET]`` so a trace still shows *that* a bearer
+  token was sent. The token must be >= 16 chars of ``[A-Za-z0-9._~+/-]``
+  and contain a digit, so prose ("a Bearer token", ``Bearer YOUR_API_KEY``)
+  is untouched. URL credentials likewise keep the user name:
+  ``postgres://app:[SECRET]@db.internal:5432``.
+* **Phone rule.** A phone number needs 7-15 digits *and* either a leading
+  ``+``/``00`` country code, or one of these separator shapes:
+  North-American ``(415) 555-2671`` / ``415-555-2671`` / ``415.555.2671``
+  (same separator twice, NANP area and exchange start with 2-9, optional
+  ``1-`` prefix); national European forms that start with the trunk ``0``
+  and use separators (``020 7946 0958``, ``06 12 34 56 78``,
+  ``030/1234-5678``, ``(030) 1234 5678``; 9-12 digits). Plain digit runs
+  (order ids, timestamps), dates, versions, prices and times never match;
+  ``415 555 2671`` (spaces only, no parens or +1) and 7-digit local numbers
+  are *not* redacted because they are indistinguishable from lists of
+  numbers. Candidates containing a calendar date (``2024-01-15``,
+  ``15.01.2024``) are rejected.
+* **IPv4 vs versions.** A dotted quad with valid octets is an IP address,
+  except when it is part of a longer dotted/numeric sequence
+  (``1.2.3.4.5``, ``v1.2.3.4``) or follows a version marker (``version``,
+  ``ver``, ``v``, ``release``, ``build``, ``firmware``, ``==``, ``>=``,
+  ``~=``...). So ``version 1.2.3.4`` stays, ``server 1.2.3.4`` is redacted.
+  Loopback/private addresses are redacted too (they still describe infra).
+* **IPv6** candidates must parse with :class:`ipaddress.IPv6Address` and
+  carry some substance (>= 2 non-empty groups, one of them >= 3 hex digits,
+  or >= 3 groups), so ``std::``, slices like ``a[::2]``, times
+  (``12:30:45``) and MAC addresses stay untouched.
+* **JSON strings** (tool-call arguments) are parsed, redacted value by value
+  and re-serialised with ``json.dumps(..., ensure_ascii=False)`` *only when
+  something was redacted* (otherwise the original string is returned
+  byte-for-byte). Numbers are never redacted, in Python structures or in
+  JSON, so a card number sent as a JSON *number* is not caught.
+* Dict keys are never changed. Non-str/list/tuple/dict values are returned
+  as they are.
+* Placeholders never match any pattern, so redaction is idempotent.
+
+Implementation: one combined alternation regex (one alternative per
+pattern, ordered by priority: PEM and secrets first, then e-mail, IBAN,
+credit card, SSN, IP, phone), each alternative ending in an empty named
+marker group so ``match.lastgroup`` tells which pattern hit. Every
+alternative starts with a literal or a character class, which lets the
+regex engine reject alternatives on their first character. Validators
+(Luhn, mod-97, ``ipaddress``, SSN ranges, digit counts) run on the few
+candidates; when one rejects a candidate, the lower-priority alternatives
+are tried at the same position and scanning then resumes one character
+later, so a failed validator leaves the text untouched.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+__all__ = [
+    "ENV_VAR",
+    "PLACEHOLDERS",
+    "TYPES",
+    "Finding",
+    "Redactor",
+    "redaction_enabled",
+]
+
+ENV_VAR = "OPENTRACY_TRACE_REDACT"
+
+TYPES = (
+    "SECRET",
+    "EMAIL",
+    "IBAN",
+    "CREDIT_CARD",
+    "SSN",
+    "IP_ADDRESS",
+    "PHONE",
+)
+PLACEHOLDERS = {t: f"[{t}]" for t in TYPES}
+
+_TRUTHY = frozenset({"1", "true", "yes", "on", "y", "t"})
+
+
+def redaction_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``OPENTRACY_TRACE_REDACT`` is set to a truthy value."""
+    env = os.environ if environ is None else environ
+    return env.get(ENV_VAR, "").strip().lower() in _TRUTHY
+
+
+# --------------------------------------------------------------------------
+# Validators. Signature: (text, match) -> (start, end) of the span to replace,
+# or None to reject the candidate.
+# --------------------------------------------------------------------------
+
+_Span = tuple[int, int] | None
+_Validator = Callable[[str, "re.Match[str]"], _Span]
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    parity = len(digits) % 2
+    for i, ch in enumerate(digits):
+        d = ord(ch) - 48
+        if i % 2 == parity:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _whole(text: str, m: re.Match[str]) -> _Span:
+    return m.span()
+
+
+def _secret_with_digit(text: str, m: re.Match[str]) -> _Span:
+    # Real keys are random base62; requiring a digit keeps slugs such as
+    # "sk-the-quick-brown-fox-jumps-over" untouched.
+    s = m.group()
+    if any(c.isdigit() for c in s[3:]):
+        return m.span()
+    return None
+
+
+def _value_group(name: str, need_digit: bool = False) -> _Validator:
+    def validate(text: str, m: re.Match[str]) -> _Span:
+        v = m.group(name)
+        if need_digit and not any(c.isdigit() for c in v):
+            return None
+        return m.span(name)
+
+    return validate
+
+
+def _email(text: str, m: re.Match[str]) -> _Span:
+    s = m.group()
+    at = s.index("@")
+    local = s[:at]
+    if local == "git":  # git@github.com:org/repo.git is not a person
+        return None
+    if local.startswith(".") or local.endswith(".") or ".." in local:
+        return None
+    return m.span()
+
+
+_IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16,
+    "BG": 22, "BH": 22, "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22,
+    "CY": 28, "CZ": 24, "DE": 22, "DJ": 27, "DK": 18, "DO": 28, "EE": 20,
+    "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27, "GB": 22,
+    "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HN": 28, "HR": 21,
+    "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30,
+    "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20,
+    "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MN": 20,
+    "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23,
+    "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22,
+    "RU": 33, "SA": 24, "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24,
+    "SM": 27, "SO": 23, "ST": 25, "SV": 28, "TL": 23, "TN": 24, "TR": 26,
+    "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+}
+
+
+def _iban_ok(compact: str) -> bool:
+    if _IBAN_LENGTHS.get(compact[:2]) != len(compact):
+        return False
+    rearranged = compact[4:] + compact[:4]
+    # int(c, 36) maps 0-9 -> 0-9 and A-Z -> 10-35, as ISO 13616 requires.
+    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
+
+def _iban(text: str, m: re.Match[str]) -> _Span:
+    start, end = m.span()
+    cand = m.group()
+    # The candidate regex is greedy; a trailing group that belongs to the
+    # following text would break the checksum, so also try shorter
+    # prefixes ending at group boundaries.
+    while True:
+        compact = cand.replace(" ", "")
+        if len(compact) < 15:
+            return None
+        if _iban_ok(compact):
+            return start, start + len(cand)
+        cut = cand.rfind(" ")
+        if cut <= 4:
+            return None
+        cand = cand[:cut]
+
+
+def _card(text: str, m: re.Match[str]) -> _Span:
+    start, _ = m.span()
+    cand = m.group()
+    while True:
+        digits = cand.replace(" ", "").replace("-", "")
+        n = len(digits)
+        if n < 13:
+            return None
+        if n <= 19 and digits[0] in "23456" and _luhn_ok(digits):
+            return start, start + len(cand)
+        cut = max(cand.rfind(" "), cand.rfind("-"))
+        if cut <= 0:
+            return None
+        cand = cand[:cut]
+
+
+def _ssn(text: str, m: re.Match[str]) -> _Span:
+    s = m.group()
+    area, group, serial = s[0:3], s[4:6], s[7:11]
+    if area == "000" or area == "666" or area[0] == "9":
+        return None
+    if group == "00" or serial == "0000":
+        return None
+    return m.span()
+
+
+_VERSION_CONTEXT = re.compile(
+    r"(?:\b(?:version|ver|release|rel|build|firmware|fw|rev|revision|"
+    r"v|version:|tag)\.?:?\s*|[=<>~!^]=?\s*|@)$",
+    re.IGNORECASE,
+)
+
+
+def _ipv4(text: str, m: re.Match[str]) -> _Span:
+    try:
+        ipaddress.IPv4Address(m.group())
+    except ValueError:
+        return None
+    start = m.start()
+    if _VERSION_CONTEXT.search(text, max(0, start - 12), start):
+        # "@" is only a version marker for package@1.2.3.4, not user@host.
+        if text[start - 1 : start] == "@" and start >= 2 and (
+            text[start - 2].isalnum()
+        ):
+            # user@10.0.0.1 -> still an address unless the left side looks
+            # like a package name (contains "/" or starts with "@").
+            left = text[max(0, start - 40) : start - 1].split()[-1:] or [""]
+            if "/" not in left[0] and not left[0].startswith("@"):
+                return m.span()
+        return None
+    return m.span()
+
+
+def _ipv6(text: str, m: re.Match[str]) -> _Span:
+    start, end = m.span()
+    cand = m.group()
+    while cand.endswith(":") and not cand.endswith("::"):
+        cand = cand[:-1]
+    end = start + len(cand)
+    if cand.count(":") < 2:
+        return None
+    nxt = text[end : end + 2]
+    if nxt[:1].isalnum() or nxt[:1] == "_" or (nxt[:1] == "." and nxt[1:2].isdigit()):
+        return None
+    try:
+        ipaddress.IPv6Address(cand)
+    except ValueError:
+        return None
+    groups = [g for g in re.split(r":+", cand) if g]
+    if len(groups) < 2:
+        return None
+    if len(groups) < 3 and max(len(g) for g in groups) < 3:
+        return None
+    return start, end
+
+
+_DATE_IN_NUMBER = re.compile(
+    r"(?:19|20)\d\d[-./ ](?:0?[1-9]|1[0-2])[-./ ](?:0?[1-9]|[12]\d|3[01])(?!\d)"
+    r"|(?<!\d)(?:0?[1-9]|[12]\d|3[01])[-./ ](?:0?[1-9]|1[0-2])[-./ ](?:19|20)\d\d"
+    r"|(?<!\d)(?:0?[1-9]|1[0-2])[-./ ](?:0?[1-9]|[12]\d|3[01])[-./ ](?:19|20)\d\d"
+)
+
+
+def _digit_count(s: str) -> int:
+    return sum(1 for c in s if c.isdigit())
+
+
+def _phone_range(lo: int, hi: int) -> _Validator:
+    def validate(text: str, m: re.Match[str]) -> _Span:
+        s = m.group()
+        n = _digit_count(s.replace("(0)", ""))
+        if not lo <= n <= hi:
+            return None
+        if _DATE_IN_NUMBER.search(s):
+            return None
+        return m.span()
+
+    return validate
+
+
+def _phone_national(text: str, m: re.Match[str]) -> _Span:
+    s = m.group()
+    n = _digit_count(s)
+    hi = 17 if s.startswith("00") else 12
+    if not 9 <= n <= hi:
+        return None
+    if _DATE_IN_NUMBER.search(s):
+        return None
+    return m.span()
+
+
+# --------------------------------------------------------------------------
+# Patterns. Each alternative MUST begin with a single literal or character
+# class (engine fast-path) and then a width-2 negative lookbehind that looks
+# at "previous char + first char" to enforce a left boundary.
+# --------------------------------------------------------------------------
+
+# ASCII word chars: boundaries use ASCII so PII glued to CJK text
+# ("电话+86 138 0013 8000") is still found.
+_W = "A-Za-z0-9_"
+# A JSON/C escape such as "\n" right before the PII counts as a boundary:
+# "...\nbob@example.com" -> match starts at "b", not at "n".
+_ESC_OK = r"(?<=\\[nrt].)"
+
+
+def _lb(excluded: str, escape_ok: bool = False) -> str:
+    """Left-boundary check placed right after the first consumed char."""
+    neg = f"(?<![{excluded}].)"
+    if escape_ok:
+        return f"(?:{neg}|{_ESC_OK})"
+    return neg
+
+
+_LATIN = "\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f"
+_LOCAL = f"A-Za-z0-9._%+\\-{_LATIN}"
+_LABEL = f"A-Za-z0-9{_LATIN}"
+
+_PEM_HEAD = r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+_PEM_END = r"-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+_NL = r"(?:[ \t]*(?:\r?\n|\\r\\n|\\n))"
+
+_TOKEN_LB = _lb(_W + r"\-\\", escape_ok=True)  # secrets: no \w or - before
+
+# (marker, type, regex, validator)
+_SPECS: tuple[tuple[str, str, str, _Validator], ...] = (
+    (
+        "pem",
+        "SECRET",
+        # Whole block when the END line is there (within 16 KiB); otherwise
+        # the header plus every following base64-ish line (truncated key).
+        _PEM_HEAD
+        + r"(?:[\s\S]{0,16384}?" + _PEM_END
+        + r"|(?:" + _NL + r"+[A-Za-z0-9+/=:, -]{8,})*)",
+        _whole,
+    ),
+    (
+        "sk",
+        "SECRET",
+        # OpenAI sk-/sk-proj-/sk-svcacct-, Anthropic sk-ant-, OpenRouter
+        # sk-or-, DeepSeek sk-...; Stripe sk_live_/sk_test_.
+        "s" + _TOKEN_LB
+        + r"k(?:-[A-Za-z0-9_\-]{20,}|_(?:live|test)_[A-Za-z0-9]{16,})",
+        _secret_with_digit,
+    ),
+    ("rk", "SECRET", "r" + _TOKEN_LB + r"(?:k_(?:live|test)_[A-Za-z0-9]{16,}|8_[A-Za-z0-9]{30,})", _whole),
+    (
+        "aws_google",
+        "SECRET",
+        "A" + _lb(_W) + r"(?:(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9])|Iza[A-Za-z0-9_\-]{35})",
+        _whole,
+    ),
+    (
+        "github_groq",
+        "SECRET",
+        "g" + _TOKEN_LB
+        + r"(?:h[pousr]_[A-Za-z0-9]{30,}|ithub_pat_[A-Za-z0-9_]{22,}|sk_[A-Za-z0-9]{20,})",
+        _whole,
+    ),
+    (
+        "slack_xai",
+        "SECRET",
+        "x" + _TOKEN_LB + r"(?:ox[abposr]-[A-Za-z0-9\-]{10,}|ai-[A-Za-z0-9]{20,})",
+        _whole,
+    ),
+    ("hf", "SECRET", "h" + _TOKEN_LB + r"f_[A-Za-z0-9]{30,}", _whole),
+    ("pplx", "SECRET", "p" + _TOKEN_LB + r"plx-[A-Za-z0-9]{30,}", _whole),
+    (
+        "jwt",
+        "SECRET",
+        "e" + _TOKEN_LB + r"yJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]*",
+        _whole,
+    ),
+    (
+        "bearer",
+        "SECRET",
+        "[Bb]" + _lb(_W + r"\\", escape_ok=True)
+        + r"(?:earer|EARER)[ \t]+(?P<bearer_v>[A-Za-z0-9._~+/\-]{16,}=*)",
+        _value_group("bearer_v", need_digit=True),
+    ),
+    (
+        "urlcred",
+        "SECRET",
+        r":(?<=[A-Za-z0-9+.\-]:)//[^\s/:@\"'<>]{1,128}:(?P<urlcred_v>[^\s/@\"'<>]{1,256})@",
+        _value_group("urlcred_v"),
+    ),
+    (
+        "email",
+        "EMAIL",
+        f"[{_LABEL}_]" + _lb(_LOCAL + r"\\", escape_ok=True)
+        + f"[{_LOCAL}]*+@[{_LABEL}](?:[{_LABEL}\\-]*[{_LABEL}])?"
+        + f"(?:\\.[{_LABEL}](?:[{_LABEL}\\-]*[{_LABEL}])?)*\\.[A-Za-z]{{2,24}}(?![A-Za-z0-9_\\-])",
+        _email,
+    ),
+    (
+        "iban",
+        "IBAN",
+        "[A-Z]" + _lb(_W, escape_ok=True)
+        + r"[A-Z]\d\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])",
+        _iban,
+    ),
+    (
+        "card",
+        "CREDIT_CARD",
+        r"\d" + _lb(_W + r".,+\-", escape_ok=True)
+        + r"(?:\d{12,18}(?![A-Za-z0-9_]|[.,]\d)"
+        + r"|\d{3}(?P<card_sep>[ \-])\d{4,6}(?:(?P=card_sep)\d{3,5}){1,3}(?![A-Za-z0-9_]|[.,]\d))",
+        _card,
+    ),
+    (
+        "ssn",
+        "SSN",
+        r"\d" + _lb(_W + r".\-", escape_ok=True) + r"\d\d-\d\d-\d{4}(?![A-Za-z0-9_]|-\d)",
+        _ssn,
+    ),
+    (
+        "ipv6",
+        "IP_ADDRESS",
+        "[0-9A-Fa-f:]" + _lb(_W + r":.", escape_ok=True)
+        + r"[0-9A-Fa-f]{0,3}:[0-9A-Fa-f:]*(?:\d{1,3}(?:\.\d{1,3}){3})?",
+        _ipv6,
+    ),
+    (
+        "ipv4",
+        "IP_ADDRESS",
+        r"\d" + _lb(_W + ".", escape_ok=True)
+        + r"\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![A-Za-z0-9_]|\.\d)",
+        _ipv4,
+    ),
+    (
+        "phone_intl",
+        "PHONE",
+        r"\+" + _lb(_W + r"+", escape_ok=True)
+        + r"\d{1,3}(?:[ .\-]?(?:\(\d{1,4}\)|\d{1,6})){1,7}(?![A-Za-z0-9_]|[.\-/]\d)",
+        _phone_range(7, 15),
+    ),
+    (
+        "phone_na",
+        "PHONE",
+        r"[2-9(1]" + _lb(_W + r".+/\-", escape_ok=True)
+        + r"(?<=[2-9(]|1(?=[ .\-]))"  # 1 only as a "1-800-..." prefix
+        + r"(?:(?<=1)[ .\-])?"
+        + r"(?:(?<=\()|(?<=[ .\-])[2-9(]|(?<=[2-9]))"
+        + r"(?:(?<=\()[2-9]\d\d\)[ .]?"
+        + r"|(?<=[2-9])\d\d(?P<na_sep>[.\-])[2-9]\d\d(?P=na_sep)\d{4}(?![A-Za-z0-9_]|[.\-/]\d)"
+        + r"|(?<=\()\d{0}(?!)"
+        + r")",
+        _phone_range(10, 11),
+    ),
+)

@@ -1,0 +1,46 @@
+"""The gateway's side of tracing: the events litellm never reports, and call metadata.
+
+:class:`Tracer` here is the no-op used when tracing is off; it also defines the hooks the routes
+call, so the request path is the same with tracing on or off.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from opentracy.gateway.errors import APIError
+    from opentracy.gateway.extras import RequestContext
+    from opentracy.gateway.streaming import StreamResult
+    from opentracy.routing.aliases import Route
+    from opentracy.routing.router import MetadataFactory, RouteOutcome
+
+
+class Tracer:
+    """No-op tracer: the hooks the gateway calls on every request."""
+
+    def call_metadata(self, ctx: "RequestContext", route: "Route") -> "MetadataFactory | None":
+        return None
+
+    def auth_failed(self, ctx: "RequestContext", error: "APIError") -> None:
+        pass
+
+    def rejected(self, ctx: "RequestContext", error: "APIError", payload: dict[str, Any] | None) -> None:
+        pass
+
+    def failed(self, ctx: "RequestContext", outcome: "RouteOutcome", payload: dict[str, Any],
+               error: "APIError") -> None:
+        pass
+
+    def stream_ended(self, ctx: "RequestContext", outcome: "RouteOutcome", payload: dict[str, Any],
+                     result: "StreamResult") -> None:
+        pass
+
+    def health(self) -> dict[str, Any]:
+        return {"enabled": False}
+
+    def prometheus(self) -> str:
+        return ""
+
+    def close(self) -> None:
+        pass
