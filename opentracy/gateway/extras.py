@@ -72,10 +72,14 @@ def clean(obj: Any) -> dict[str, Any]:
     """litellm object → OpenAI JSON dict (chat completion, chunk or embedding response)."""
     data = obj.model_dump() if hasattr(obj, "model_dump") else dict(obj)
     for choice in data.get("choices") or ():
-        for key in ("message", "delta"):
-            part = choice.get(key)
-            if isinstance(part, dict):
-                _drop_litellm_keys(part)
+        message = choice.get("message")
+        if isinstance(message, dict):
+            _drop_litellm_keys(message)
+        delta = choice.get("delta")
+        if isinstance(delta, dict):  # OpenAI's deltas carry only what changed: {} at the end
+            _drop_litellm_keys(delta)
+            for key in [k for k, v in delta.items() if v is None]:
+                del delta[key]
         _drop_litellm_keys(choice)
     _drop_litellm_keys(data)
     return data

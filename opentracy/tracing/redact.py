@@ -249,9 +249,10 @@ def _ssn(text: str, m: re.Match[str]) -> _Span:
     return m.span()
 
 
+# Text right before a dotted quad that marks it as a version, not an address.
 _VERSION_CONTEXT = re.compile(
-    r"(?:\b(?:version|ver|release|rel|build|firmware|fw|rev|revision|"
-    r"v|version:|tag)\.?:?\s*|[=<>~!^]=?\s*|@)$",
+    r"(?:\b(?:version|ver|release|rel|build|firmware|fw|rev|revision|v)\.?:?[ \t]*"
+    r"|(?:[=<>~!]=|\^|~)[ \t]*)$",
     re.IGNORECASE,
 )
 
@@ -262,16 +263,7 @@ def _ipv4(text: str, m: re.Match[str]) -> _Span:
     except ValueError:
         return None
     start = m.start()
-    if _VERSION_CONTEXT.search(text, max(0, start - 12), start):
-        # "@" is only a version marker for package@1.2.3.4, not user@host.
-        if text[start - 1 : start] == "@" and start >= 2 and (
-            text[start - 2].isalnum()
-        ):
-            # user@10.0.0.1 -> still an address unless the left side looks
-            # like a package name (contains "/" or starts with "@").
-            left = text[max(0, start - 40) : start - 1].split()[-1:] or [""]
-            if "/" not in left[0] and not left[0].startswith("@"):
-                return m.span()
+    if _VERSION_CONTEXT.search(text[max(0, start - 12) : start]):
         return None
     return m.span()
 
@@ -310,28 +302,35 @@ def _digit_count(s: str) -> int:
     return sum(1 for c in s if c.isdigit())
 
 
-def _phone_range(lo: int, hi: int) -> _Validator:
+_PHONE_SEP = re.compile(r"[ .\-/](?=[\d(][^ .\-/]*$)")
+
+
+def _phone(lo: int, hi: int, hi_00: int | None = None) -> _Validator:
+    """Digit count in [lo, hi] ("(0)" trunk marker not counted); no dates.
+
+    The candidate regexes are greedy; when a number is followed by another
+    group of digits ("020 7946 0958 24h") the trailing groups are dropped
+    one by one until the count fits.
+    """
+
     def validate(text: str, m: re.Match[str]) -> _Span:
-        s = m.group()
-        n = _digit_count(s.replace("(0)", ""))
-        if not lo <= n <= hi:
-            return None
-        if _DATE_IN_NUMBER.search(s):
-            return None
-        return m.span()
+        start = m.start()
+        cand = m.group()
+        top = hi_00 if hi_00 is not None and cand.startswith("00") else hi
+        while True:
+            n = _digit_count(cand.replace("(0)", ""))
+            if n < lo:
+                return None
+            if n <= top:
+                if _DATE_IN_NUMBER.search(cand):
+                    return None
+                return start, start + len(cand)
+            cut = _PHONE_SEP.search(cand)
+            if cut is None:
+                return None
+            cand = cand[: cut.start()]
 
     return validate
-
-
-def _phone_national(text: str, m: re.Match[str]) -> _Span:
-    s = m.group()
-    n = _digit_count(s)
-    hi = 17 if s.startswith("00") else 12
-    if not 9 <= n <= hi:
-        return None
-    if _DATE_IN_NUMBER.search(s):
-        return None
-    return m.span()
 
 
 # --------------------------------------------------------------------------
@@ -461,7 +460,8 @@ _SPECS: tuple[tuple[str, str, str, _Validator], ...] = (
         "ipv6",
         "IP_ADDRESS",
         "[0-9A-Fa-f:]" + _lb(_W + r":.", escape_ok=True)
-        + r"[0-9A-Fa-f]{0,3}:[0-9A-Fa-f:]*(?:\d{1,3}(?:\.\d{1,3}){3})?",
+        + r"[0-9A-Fa-f]{0,3}:(?:[0-9A-Fa-f:]*:)?"
+        + r"(?:\d{1,3}(?:\.\d{1,3}){3}(?![\d.])|[0-9A-Fa-f]{0,4})",
         _ipv6,
     ),
     (
@@ -474,21 +474,196 @@ _SPECS: tuple[tuple[str, str, str, _Validator], ...] = (
     (
         "phone_intl",
         "PHONE",
-        r"\+" + _lb(_W + r"+", escape_ok=True)
-        + r"\d{1,3}(?:[ .\-]?(?:\(\d{1,4}\)|\d{1,6})){1,7}(?![A-Za-z0-9_]|[.\-/]\d)",
-        _phone_range(7, 15),
+        # +<cc> then up to 7 groups, single optional separator between them.
+        # Atomic group: no exponential re-splitting of long digit runs.
+        r"\+" + _lb(_W + "+", escape_ok=True)
+        + r"(?>\d{1,3}(?:[ .\-]?(?:\(\d{1,4}\)|\d{1,6}+)){1,7})"
+        + r"(?![A-Za-z0-9_]|[.\-/]\d)",
+        _phone(7, 15),
+    ),
+    (
+        "phone_na_paren",
+        "PHONE",
+        # (415) 555-2671, (030) 1234 5678
+        r"\(" + _lb(_W, escape_ok=True)
+        + r"(?:[2-9]\d\d\)[ .\-]?[2-9]\d\d[ .\-]\d{4}"
+        + r"|0[1-9]\d{0,3}\)[ ]?\d{2,8}+(?:[ .\-]\d{2,8}+){0,4})"
+        + r"(?![A-Za-z0-9_]|[.\-/]\d)",
+        _phone(9, 12),
     ),
     (
         "phone_na",
         "PHONE",
-        r"[2-9(1]" + _lb(_W + r".+/\-", escape_ok=True)
-        + r"(?<=[2-9(]|1(?=[ .\-]))"  # 1 only as a "1-800-..." prefix
-        + r"(?:(?<=1)[ .\-])?"
-        + r"(?:(?<=\()|(?<=[ .\-])[2-9(]|(?<=[2-9]))"
-        + r"(?:(?<=\()[2-9]\d\d\)[ .]?"
-        + r"|(?<=[2-9])\d\d(?P<na_sep>[.\-])[2-9]\d\d(?P=na_sep)\d{4}(?![A-Za-z0-9_]|[.\-/]\d)"
-        + r"|(?<=\()\d{0}(?!)"
-        + r")",
-        _phone_range(10, 11),
+        # 415-555-2671, 415.555.2671 (same separator twice)
+        r"[2-9]" + _lb(_W + r".+/\-", escape_ok=True)
+        + r"\d\d(?P<na_sep>[.\-])[2-9]\d\d(?P=na_sep)\d{4}(?![A-Za-z0-9_]|[.\-/]\d)",
+        _whole,
+    ),
+    (
+        "phone_na1",
+        "PHONE",
+        # 1-800-555-0199, 1 800 555 0199, 1.800.555.0199
+        r"1" + _lb(_W + r".+/\-", escape_ok=True)
+        + r"(?P<na1_sep>[ .\-])[2-9]\d\d(?P=na1_sep)[2-9]\d\d(?P=na1_sep)\d{4}"
+        + r"(?![A-Za-z0-9_]|[.\-/]\d)",
+        _whole,
+    ),
+    (
+        "phone_national",
+        "PHONE",
+        # Trunk-0 national numbers with separators (UK/DE/FR/NL/...), and
+        # 00<cc> international prefix: 020 7946 0958, 06 12 34 56 78,
+        # 030/1234-5678, 0044 20 7946 0958.
+        r"0" + _lb(_W + r".+/\-", escape_ok=True)
+        + r"(?:0[1-9]\d{0,2}|[1-9]\d{0,3})[ ./\-]\d{2,8}+(?:[ .\-]\d{2,8}+){0,5}"
+        + r"(?![A-Za-z0-9_]|[.\-/]\d)",
+        _phone(9, 12, hi_00=17),
     ),
 )
+
+_SPEC_BY_MARKER = {spec[0]: spec for spec in _SPECS}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One redacted span: ``text[start:end]`` is replaced by ``[type]``."""
+
+    type: str
+    start: int
+    end: int
+    pattern: str
+
+
+class Redactor:
+    """Replaces PII and secrets with typed placeholders.
+
+    ``types`` restricts redaction to a subset of :data:`TYPES` (default:
+    all). Instances hold only compiled patterns and are safe to share
+    between threads.
+    """
+
+    __slots__ = ("types", "_combined", "_order", "_singles", "_info")
+
+    def __init__(self, types: Iterable[str] | None = None) -> None:
+        wanted = set(TYPES if types is None else types)
+        unknown = wanted - set(TYPES)
+        if unknown:
+            raise ValueError(f"unknown PII types: {sorted(unknown)}")
+        self.types = frozenset(wanted)
+        specs = [s for s in _SPECS if s[1] in wanted]
+        self._order = tuple(s[0] for s in specs)
+        # marker -> (placeholder type, validator)
+        self._info = {s[0]: (s[1], s[3]) for s in specs}
+        if specs:
+            self._combined = re.compile(
+                "|".join(f"{rx}(?P<{marker}>)" for marker, _, rx, _ in specs)
+            )
+        else:
+            self._combined = None
+        # One pattern per alternative, for retrying lower-priority
+        # alternatives at a position where a validator said no.
+        self._singles = tuple(
+            re.compile(f"{rx}(?P<{marker}>)") for marker, _, rx, _ in specs
+        )
+
+    # ------------------------------------------------------------------ scan
+    def _retry(self, marker: str, text: str, pos: int) -> tuple[str, int, int, str] | None:
+        i = self._order.index(marker) + 1
+        info = self._info
+        for j in range(i, len(self._order)):
+            m = self._singles[j].match(text, pos)
+            if m is None:
+                continue
+            name = self._order[j]
+            typ, validate = info[name]
+            span = validate(text, m)
+            if span is not None:
+                return typ, span[0], span[1], name
+        return None
+
+    def scan(self, text: str) -> list[Finding]:
+        """Non-overlapping findings in ``text``, left to right."""
+        out: list[Finding] = []
+        if self._combined is None or not text:
+            return out
+        search = self._combined.search
+        info = self._info
+        pos = 0
+        n = len(text)
+        while pos < n:
+            m = search(text, pos)
+            if m is None:
+                break
+            marker = m.lastgroup
+            typ, validate = info[marker]
+            span = validate(text, m)
+            if span is not None:
+                hit = (typ, span[0], span[1], marker)
+            else:
+                hit = self._retry(marker, text, m.start())
+            if hit is None:
+                pos = m.start() + 1
+                continue
+            out.append(Finding(hit[0], hit[1], hit[2], hit[3]))
+            pos = max(hit[2], m.start() + 1)
+        return out
+
+    # ---------------------------------------------------------------- redact
+    def redact_text(self, text: str) -> tuple[str, int]:
+        """Return ``(redacted_text, number_of_replacements)``."""
+        findings = self.scan(text)
+        if not findings:
+            return text, 0
+        parts: list[str] = []
+        last = 0
+        for f in findings:
+            parts.append(text[last : f.start])
+            parts.append(PLACEHOLDERS[f.type])
+            last = f.end
+        parts.append(text[last:])
+        return "".join(parts), len(findings)
+
+    def redact(self, obj: Any) -> tuple[Any, int]:
+        """Redact every string inside a JSON-like structure.
+
+        dicts (values only; keys untouched), lists and tuples are walked
+        and rebuilt (the input is not mutated); strings that hold a JSON
+        object/array (tool-call arguments) are redacted value by value and
+        re-serialised only if something changed; anything else (numbers,
+        bools, None, other objects) is returned as is.
+        """
+        if isinstance(obj, str):
+            return self._redact_str(obj)
+        if isinstance(obj, dict):
+            total = 0
+            out: dict[Any, Any] = {}
+            for k, v in obj.items():
+                nv, c = self.redact(v)
+                out[k] = nv
+                total += c
+            return (out, total) if total else (obj, 0)
+        if isinstance(obj, (list, tuple)):
+            total = 0
+            items = []
+            for v in obj:
+                nv, c = self.redact(v)
+                items.append(nv)
+                total += c
+            if not total:
+                return obj, 0
+            return (items if isinstance(obj, list) else type(obj)(items)), total
+        return obj, 0
+
+    def _redact_str(self, s: str) -> tuple[str, int]:
+        head = s.lstrip()[:1]
+        if head in ("{", "[") and s.rstrip()[-1:] in ("}", "]"):
+            try:
+                parsed = json.loads(s)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, (dict, list)):
+                new, count = self.redact(parsed)
+                if not count:
+                    return s, 0
+                return json.dumps(new, ensure_ascii=False), count
+        return self.redact_text(s)
