@@ -113,8 +113,9 @@ class Router:
         if not stream:
             outcome.response = await litellm.acompletion(**kwargs)
             return
-        if _supports_stream_options(target):
-            kwargs["stream_options"] = {"include_usage": True}  # exact usage and cost for streams
+        # Exact usage (and so cost) for every stream; litellm's stream wrapper honours this for all
+        # providers, even those whose own API has no such option (it is not sent to them).
+        kwargs["stream_options"] = {"include_usage": True}
         response = await litellm.acompletion(**kwargs, stream=True)
         iterator = aiter(response)
         # Pull the first chunk inside the attempt: most providers report errors only once the
@@ -129,11 +130,3 @@ class Router:
 def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
-
-def _supports_stream_options(target: Target) -> bool:
-    """Whether litellm maps ``stream_options`` for this target's provider."""
-    try:
-        supported = litellm.get_supported_openai_params(model=target.model, custom_llm_provider=target.provider)
-    except Exception:
-        return False
-    return bool(supported) and "stream_options" in supported

@@ -3,12 +3,15 @@
 URLs::
 
     chdb:///abs/path                       embedded engine, data in that directory (the default)
+    chdb:///abs/path?database=name         ... in another database of it (tests share one engine so)
     http://user:pass@host:8123/db          a ClickHouse server (https:// on 8443); db defaults to default
 
-Costs measured here (chDB 26.9, clickhouse-connect 1.12, 2 vCPU; ``bench_insert`` in tests/test_store.py
-re-measures): one ``insert`` call costs ~5-6 ms whatever its size up to thousands of rows — a single
-row ~5.5 ms, a 1000-row batch ~9-12 ms (~100x cheaper per row). Hence: inserts are batched by
-:class:`~opentracy.tracing.writer.TraceWriter` on a background thread, never per request.
+Costs measured here (chDB 26.9, clickhouse-connect 1.12, 2 vCPU; ``test_batching_is_far_cheaper_per_row``
+in tests/test_store.py prints them again): one ``insert`` call has a fixed cost of ~5-9 ms, so a
+single-row insert costs ~6-9 ms while a 1000-row batch costs ~13 ms for the insert (~13 us/row) or
+~45 ms including sanitising/encoding the records (~45 us/row) — 100-200x cheaper per row. Hence
+inserts are batched by :class:`~opentracy.tracing.writer.TraceWriter` on a background thread, never
+made per request.
 
 chDB facts the API is shaped by (measured):
 
@@ -110,7 +113,7 @@ class StoreURL:
 
     def __str__(self) -> str:
         if self.embedded:
-            return f"chdb://{self.path}"
+            return f"chdb://{self.path}" + (f"?database={self.database}" if self.database != "default" else "")
         auth = f"{self.username}:***@" if self.password else f"{self.username}@"
         return f"{self.scheme}://{auth}{self.host}:{self.port}/{self.database}"
 
@@ -118,16 +121,19 @@ class StoreURL:
 def parse_store_url(url: str) -> StoreURL:
     """``chdb:///abs/path`` or ``http(s)://user:pass@host:port/db?setting=value``."""
     if url.startswith("chdb:"):
-        path = unquote(url[len("chdb:"):].removeprefix("//"))
+        location, _, query = url[len("chdb:"):].removeprefix("//").partition("?")
+        path = unquote(location)
         if not path.startswith("/"):
             raise ValueError(f"store URL {url!r}: chDB needs an absolute path, e.g. chdb:///var/lib/opentracy/chdb")
-        return StoreURL("chdb", path=os.path.normpath(path))
+        options = dict(parse_qsl(query))
+        database = options.pop("database", "default")
+        if options:
+            raise ValueError(f"store URL {url!r}: unknown chDB options {sorted(options)}; only ?database=NAME")
+        return StoreURL("chdb", path=os.path.normpath(path), database=_database_name(url, database))
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"store URL {url!r}: expected chdb:///abs/path or http(s)://user:pass@host:8123/db")
-    database = unquote(parts.path.strip("/")) or "default"
-    if not _DATABASE_NAME.match(database):
-        raise ValueError(f"store URL {url!r}: database name {database!r} must be letters, digits, underscores")
+    database = _database_name(url, unquote(parts.path.strip("/")) or "default")
     return StoreURL(
         scheme=parts.scheme,
         host=parts.hostname,
@@ -139,6 +145,12 @@ def parse_store_url(url: str) -> StoreURL:
     )
 
 
+def _database_name(url: str, name: str) -> str:
+    if not _DATABASE_NAME.match(name):
+        raise ValueError(f"store URL {url!r}: database name {name!r} must be letters, digits, underscores")
+    return name
+
+
 class TraceStore:
     """The ``opentracy_traces`` table: created/migrated on open, batched inserts, trace queries.
 
@@ -147,24 +159,54 @@ class TraceStore:
     """
 
     def __init__(self, url: str, *, ttl_days: int | None = None, max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES,
-                 connect_timeout: float = 5.0, send_receive_timeout: float = 30.0) -> None:
+                 connect_timeout: float = 5.0, send_receive_timeout: float = 30.0,
+                 require_connection: bool = True) -> None:
+        """Connect, migrate the schema, apply the TTL.
+
+        ``require_connection=False`` (server URLs only): if the server is unreachable now, start
+        anyway and connect + migrate on first use; until then inserts raise and the writer spools.
+        """
         if ttl_days is not None and ttl_days <= 0:
             raise ValueError("ttl_days must be a positive number of days, or None to keep traces forever")
         if max_text_bytes < 1024:
             raise ValueError("max_text_bytes must be at least 1024")
         self.url = parse_store_url(url)
         self.max_text_bytes = max_text_bytes
+        self.schema_version = 0
+        self._ttl_days = ttl_days
+        self._timeouts = (connect_timeout, send_receive_timeout)
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if self.url.embedded else contextlib.nullcontext()
         )
-        self._client = _connect(self.url, connect_timeout, send_receive_timeout)
+        self._connect_lock = threading.Lock()
+        self._client: Client | None = None
+        self._closed = False
         try:
-            self.schema_version = apply_migrations(self._client)
-            verify_columns(self._client)
-            apply_ttl(self._client, ttl_days)
-        except Exception:
-            self._client.close()
-            raise
+            self._connected()
+        except StoreError as exc:
+            if require_connection or self.url.embedded:
+                raise
+            log.warning("trace store %s unreachable (%s); will connect on first use", self.url, exc)
+
+    def _connected(self) -> Client:
+        """The client, connecting and migrating first if that has not happened yet."""
+        client = self._client
+        if client is not None:
+            return client
+        with self._connect_lock:
+            if self._closed:
+                raise StoreError(f"trace store {self.url} is closed")
+            if self._client is None:
+                client = _connect(self.url, *self._timeouts)
+                try:
+                    self.schema_version = apply_migrations(client)
+                    verify_columns(client)
+                    apply_ttl(client, self._ttl_days)
+                except Exception:
+                    client.close()
+                    raise
+                self._client = client
+            return self._client
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -182,9 +224,10 @@ class TraceStore:
         if not rows:
             return 0
         settings = {"insert_deduplicate": 1, "insert_deduplication_token": dedup_token or uuid.uuid4().hex}
+        client = self._connected()
         with self._lock:
-            self._client.insert(TRACES_TABLE, rows, column_names=COLUMN_NAMES,
-                                column_type_names=_COLUMN_TYPE_NAMES, settings=settings)
+            client.insert(TRACES_TABLE, rows, column_names=COLUMN_NAMES,
+                          column_type_names=_COLUMN_TYPE_NAMES, settings=settings)
         return len(rows)
 
     # -- reading -------------------------------------------------------------------------------
@@ -238,21 +281,27 @@ class TraceStore:
         return found[0] if found else None
 
     def count(self) -> int:
+        client = self._connected()
         with self._lock:
-            return int(self._client.command(f"SELECT count() FROM {TRACES_TABLE}"))
+            return int(client.command(f"SELECT count() FROM {TRACES_TABLE}"))
 
     def ping(self) -> bool:
-        """True if the store answers a query now (the writer probes this before replaying)."""
+        """True if the store answers a query now (the writer asks this when an insert fails)."""
         try:
+            client = self._connected()
             with self._lock:
-                self._client.command("SELECT 1")
+                client.command("SELECT 1")
             return True
         except Exception:
             return False
 
     def close(self) -> None:
-        with self._lock:
-            self._client.close()
+        with self._connect_lock:
+            self._closed = True
+            client, self._client = self._client, None
+        if client is not None:
+            with self._lock:
+                client.close()
 
     def __enter__(self) -> TraceStore:
         return self
@@ -264,8 +313,9 @@ class TraceStore:
         return f"TraceStore({str(self.url)!r})"
 
     def _rows(self, sql: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        client = self._connected()
         with self._lock:
-            result = self._client.query(sql, parameters=params)
+            result = client.query(sql, parameters=params)
         names = result.column_names
         for values in result.result_rows:
             yield decode_columns(dict(zip(names, values)))
@@ -280,16 +330,26 @@ def _select_list(fields: Sequence[str] | None) -> str:
 
 
 def _connect(url: StoreURL, connect_timeout: float, send_receive_timeout: float) -> Client:
-    if url.embedded:
-        return _connect_chdb(url.path)
-    client = clickhouse_connect.get_client(
-        interface=url.scheme, host=url.host, port=url.port, username=url.username, password=url.password,
-        connect_timeout=connect_timeout, send_receive_timeout=send_receive_timeout,
-        autogenerate_session_id=False, tz_mode="aware", settings=dict(url.settings),
-    )
+    client = _connect_chdb(url.path) if url.embedded else _connect_server(url, connect_timeout, send_receive_timeout)
     if url.database != "default":
-        client.command(f"CREATE DATABASE IF NOT EXISTS `{url.database}`")
-        client.database = url.database
+        try:
+            client.command(f"CREATE DATABASE IF NOT EXISTS `{url.database}`")
+            client.database = url.database
+        except Exception:
+            client.close()
+            raise
+    return client
+
+
+def _connect_server(url: StoreURL, connect_timeout: float, send_receive_timeout: float) -> Client:
+    try:
+        client = clickhouse_connect.get_client(
+            interface=url.scheme, host=url.host, port=url.port, username=url.username, password=url.password,
+            connect_timeout=connect_timeout, send_receive_timeout=send_receive_timeout,
+            autogenerate_session_id=False, tz_mode="aware", settings=dict(url.settings),
+        )
+    except Exception as exc:
+        raise StoreError(f"cannot reach ClickHouse at {url}: {exc}") from exc
     return client
 
 

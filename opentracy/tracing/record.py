@@ -41,7 +41,8 @@ MAX_PROBLEMS_PER_FIELD = 5
 TRACE_STATUSES = ("ok", "cancelled", "error")  # last = what an unknown status is stored as
 TRACE_SOURCES = ("litellm_proxy", "gateway")
 _TEXT_CODEC = "CODEC(ZSTD(3))"
-_UINT_MAX = {"UInt16": 0xFFFF, "UInt32": 0xFFFF_FFFF}
+_OK: Sequence[str] = ()  # "no problems" (shared and immutable)
+_UINT_MAX: Mapping[str, int] = MappingProxyType({"UInt16": 0xFFFF, "UInt32": 0xFFFF_FFFF})
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _MIN_TIME = datetime(1900, 1, 1, tzinfo=timezone.utc)  # DateTime64 range
 _MAX_TIME = datetime(2299, 12, 31, tzinfo=timezone.utc)
@@ -133,13 +134,13 @@ class TraceRecord:
         row: list[Any] = []
         problems: list[str] = []
         for column in COLUMNS[:-1]:
-            raw = getattr(self, column.name, None)
             try:
-                value, found = column.encode(raw, max_text_bytes)
+                value, found = column.encoder(column, getattr(self, column.name, None), max_text_bytes)
             except Exception as exc:  # a bug in an encoder must not cost the trace
                 value, found = column.default_value(), [f"encoder failed: {type(exc).__name__}"]
             row.append(value)
-            problems += [f"{column.name}: {p}" for p in _capped(found)]
+            if found:
+                problems.extend(f"{column.name}: {p}" for p in _capped(list(found)))
         previous, _ = ENCODING_ERRORS.encode(self.encoding_errors, max_text_bytes)
         row.append(previous + problems)
         return row
@@ -156,6 +157,7 @@ class TraceRecord:
         return TraceRecord.from_row(self.to_row(max_text_bytes))
 
     def to_dict(self) -> dict[str, Any]:
+        """Field values by column name (Python values, not encoded)."""
         return {name: getattr(self, name) for name in COLUMN_NAMES}
 
 
@@ -169,6 +171,7 @@ class Column:
     choices: tuple[str, ...]
     default: Any
     default_factory: Any
+    encoder: Callable[[Column, Any, int], tuple[Any, Sequence[str]]]
 
     @property
     def ddl(self) -> str:
@@ -177,10 +180,11 @@ class Column:
 
     def default_value(self) -> Any:
         value = self.default if self.default_factory is dataclasses.MISSING else self.default_factory()
-        return _ENCODERS[self.kind](self, value, DEFAULT_MAX_TEXT_BYTES)[0]
+        return self.encoder(self, value, DEFAULT_MAX_TEXT_BYTES)[0]
 
-    def encode(self, value: Any, max_text_bytes: int) -> tuple[Any, list[str]]:
-        return _ENCODERS[self.kind](self, value, max_text_bytes)
+    def encode(self, value: Any, max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES) -> tuple[Any, Sequence[str]]:
+        """(encoded value, problems found); problems empty when the value was stored as given."""
+        return self.encoder(self, value, max_text_bytes)
 
     def decode(self, value: Any) -> Any:
         if self.kind == "json" and isinstance(value, str):
@@ -195,15 +199,12 @@ class Column:
         return value
 
 
-COLUMNS: tuple[Column, ...] = tuple(
-    Column(f.name, f.metadata["clickhouse_type"], f.metadata["kind"], f.metadata["choices"], f.default,
-           f.default_factory)
-    for f in fields(TraceRecord)
-)
-COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
-COLUMNS_BY_NAME: Mapping[str, Column] = MappingProxyType({c.name: c for c in COLUMNS})
-ENCODING_ERRORS = COLUMNS[-1]
-assert ENCODING_ERRORS.name == "encoding_errors"
+def _columns() -> tuple[Column, ...]:
+    return tuple(
+        Column(f.name, f.metadata["clickhouse_type"], f.metadata["kind"], f.metadata["choices"], f.default,
+               f.default_factory, _ENCODERS[f.metadata["kind"]])
+        for f in fields(TraceRecord)
+    )
 
 
 def column_definitions() -> str:
@@ -246,7 +247,7 @@ def _capped(problems: list[str]) -> list[str]:
     return problems[:MAX_PROBLEMS_PER_FIELD] + [f"and {len(problems) - MAX_PROBLEMS_PER_FIELD} more"]
 
 
-def _clean_unicode(text: str) -> tuple[str, list[str]]:
+def _clean_unicode(text: str) -> tuple[str, Sequence[str]]:
     """Lone surrogates (from providers, or ``surrogateescape`` decoding) cannot be UTF-8: → U+FFFD."""
     try:
         text.encode("utf-8")
@@ -255,7 +256,7 @@ def _clean_unicode(text: str) -> tuple[str, list[str]]:
         return _SURROGATES.sub("\ufffd", text), ["invalid unicode (lone surrogates) replaced with U+FFFD"]
 
 
-def _truncate(text: str, limit: int) -> tuple[str, list[str]]:
+def _truncate(text: str, limit: int) -> tuple[str, Sequence[str]]:
     data = text.encode("utf-8")
     if len(data) <= limit:
         return text, []
@@ -264,14 +265,14 @@ def _truncate(text: str, limit: int) -> tuple[str, list[str]]:
     return data[:keep].decode("utf-8", "ignore") + marker, [f"truncated from {len(data)} to {limit} bytes"]
 
 
-def _clean_text(text: str, limit: int) -> tuple[str, list[str]]:
+def _clean_text(text: str, limit: int) -> tuple[str, Sequence[str]]:
     """Valid UTF-8 of at most ``limit`` bytes (lone surrogates → U+FFFD, excess → marker)."""
     text, problems = _clean_unicode(text)
     text, more = _truncate(text, limit)
     return text, problems + more
 
 
-def _to_text(value: Any) -> tuple[str, list[str]]:
+def _to_text(value: Any) -> tuple[str, Sequence[str]]:
     if isinstance(value, str):
         return value, []
     if value is None:
@@ -283,36 +284,42 @@ def _to_text(value: Any) -> tuple[str, list[str]]:
     return f"<unencodable: {type(value).__name__}>", [f"unencodable {type(value).__name__}"]
 
 
-def _encode_text(column: Column, value: Any, limit: int) -> tuple[str, list[str]]:
+def _encode_text(column: Column, value: Any, limit: int) -> tuple[str, Sequence[str]]:
+    if type(value) is str and value.isascii() and len(value) <= limit:
+        return value, _OK  # the common case, without encoding to UTF-8 to look
     text, problems = _to_text(value)
     text, more = _clean_text(text, limit)
     return text, problems + more
 
 
-def _encode_id(column: Column, value: Any, limit: int) -> tuple[str, list[str]]:
+def _encode_id(column: Column, value: Any, limit: int) -> tuple[str, Sequence[str]]:
     text, problems = _encode_text(column, value, LABEL_MAX_BYTES)
+    problems = list(problems)
     if not text:
         return new_trace_id(), ["missing; generated a new id"]
     return text, problems
 
 
-def _encode_label(column: Column, value: Any, limit: int) -> tuple[str, list[str]]:
+def _encode_label(column: Column, value: Any, limit: int) -> tuple[str, Sequence[str]]:
     text, problems = _encode_text(column, value, min(limit, LABEL_MAX_BYTES))
-    if column.choices and text not in column.choices:
-        problems.append(f"unknown value {text[:64]!r} replaced with {column.choices[-1]!r}")
-        text = column.choices[-1]
-    return text, problems
+    if not column.choices or text in column.choices:
+        return text, problems
+    problems = list(problems)
+    problems.append(f"unknown value {text[:64]!r} replaced with {column.choices[-1]!r}")
+    return column.choices[-1], problems
 
 
-def _encode_text_list(column: Column, value: Any, limit: int) -> tuple[list[str], list[str]]:
+def _encode_text_list(column: Column, value: Any, limit: int) -> tuple[list[str], Sequence[str]]:
     items = value if isinstance(value, (list, tuple)) else ([] if value is None else [value])
     return [_encode_text(column, item, limit)[0] for item in items], []
 
 
-def _encode_json(column: Column, value: Any, limit: int) -> tuple[str, list[str]]:
+def _encode_json(column: Column, value: Any, limit: int) -> tuple[str, Sequence[str]]:
     problems: list[str] = []
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        if text.isascii() and len(text) <= limit:
+            return text, _OK
     except (TypeError, ValueError, RecursionError):
         text = json.dumps(_json_safe(value, "$", problems, set(), 0), ensure_ascii=False, allow_nan=False,
                           separators=(",", ":"))
@@ -392,7 +399,9 @@ def _json_key(key: Any, path: str, problems: list[str]) -> str | int | float | b
     return _to_text(key)[0] if isinstance(key, (bytes, float)) else f"<unencodable: {type(key).__name__}>"
 
 
-def _encode_float(column: Column, value: Any, limit: int) -> tuple[float | None, list[str]]:
+def _encode_float(column: Column, value: Any, limit: int) -> tuple[float | None, Sequence[str]]:
+    if type(value) is float and math.isfinite(value):
+        return value, _OK
     fallback = None if column.kind == "nullable_float" else column.default
     if value is None:
         return fallback, []
@@ -409,8 +418,10 @@ def _encode_float(column: Column, value: Any, limit: int) -> tuple[float | None,
     return number, problem
 
 
-def _encode_uint(column: Column, value: Any, limit: int) -> tuple[int, list[str]]:
+def _encode_uint(column: Column, value: Any, limit: int) -> tuple[int, Sequence[str]]:
     top = _UINT_MAX[column.clickhouse_type]
+    if type(value) is int and 0 <= value <= top:
+        return value, _OK
     if value is None:
         return column.default, []
     problems = []
@@ -429,17 +440,19 @@ def _encode_uint(column: Column, value: Any, limit: int) -> tuple[int, list[str]
     return number, problems
 
 
-def _encode_bool(column: Column, value: Any, limit: int) -> tuple[bool, list[str]]:
-    if isinstance(value, bool):
-        return value, []
+def _encode_bool(column: Column, value: Any, limit: int) -> tuple[bool, Sequence[str]]:
+    if type(value) is bool:
+        return value, _OK
     if value is None:
-        return column.default, []
+        return column.default, _OK
     if isinstance(value, int) and value in (0, 1):
         return bool(value), []
     return column.default, [f"{type(value).__name__} {str(value)[:32]!r} is not a bool; stored {column.default}"]
 
 
-def _encode_time(column: Column, value: Any, limit: int) -> tuple[datetime, list[str]]:
+def _encode_time(column: Column, value: Any, limit: int) -> tuple[datetime, Sequence[str]]:
+    if type(value) is datetime and value.tzinfo is timezone.utc and _MIN_TIME <= value <= _MAX_TIME:
+        return value, _OK
     try:
         if isinstance(value, datetime):
             moment = value.astimezone(timezone.utc)  # naive = local time, as in Python and litellm
@@ -454,7 +467,7 @@ def _encode_time(column: Column, value: Any, limit: int) -> tuple[datetime, list
     return moment, []
 
 
-_ENCODERS: Mapping[str, Callable[[Column, Any, int], tuple[Any, list[str]]]] = MappingProxyType({
+_ENCODERS: Mapping[str, Callable[[Column, Any, int], tuple[Any, Sequence[str]]]] = MappingProxyType({
     "text": _encode_text,
     "label": _encode_label,
     "json": _encode_json,
@@ -466,3 +479,9 @@ _ENCODERS: Mapping[str, Callable[[Column, Any, int], tuple[Any, list[str]]]] = M
     "time": _encode_time,
     "id": _encode_id,
 })
+
+COLUMNS: tuple[Column, ...] = _columns()
+COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
+COLUMNS_BY_NAME: Mapping[str, Column] = MappingProxyType({c.name: c for c in COLUMNS})
+ENCODING_ERRORS = COLUMNS[-1]
+assert ENCODING_ERRORS.name == "encoding_errors"

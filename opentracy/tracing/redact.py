@@ -125,12 +125,13 @@ def redaction_enabled(environ: Mapping[str, str] | None = None) -> bool:
 
 
 # --------------------------------------------------------------------------
-# Validators. Signature: (text, match) -> (start, end) of the span to replace,
-# or None to reject the candidate.
+# Validators. Signature: (text, s, e, m) -> (start, end) of the span to
+# replace, or None to reject the candidate. ``text[s:e]`` is the candidate
+# (``m`` may also contain the boundary char before ``s``).
 # --------------------------------------------------------------------------
 
 _Span = tuple[int, int] | None
-_Validator = Callable[[str, "re.Match[str]"], _Span]
+_Validator = Callable[[str, int, int, "re.Match[str]"], _Span]
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -146,21 +147,25 @@ def _luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _whole(text: str, m: re.Match[str]) -> _Span:
-    return m.span()
+def _whole(text: str, s: int, e: int, m: re.Match[str]) -> _Span:
+    return s, e
 
 
-def _secret_with_digit(text: str, m: re.Match[str]) -> _Span:
-    # Real keys are random base62; requiring a digit keeps slugs such as
-    # "sk-the-quick-brown-fox-jumps-over" untouched.
-    s = m.group()
-    if any(c.isdigit() for c in s[3:]):
-        return m.span()
-    return None
+def _prefixed(k: int, need_digit: bool = False) -> _Validator:
+    """Secret found at the separator after a k-char prefix ("sk-": k=2)."""
+
+    def validate(text: str, s: int, e: int, m: re.Match[str]) -> _Span:
+        # Real keys are random base62; requiring a digit keeps slugs such
+        # as "sk-the-quick-brown-fox-jumps-over" untouched.
+        if need_digit and not any(c.isdigit() for c in text[s + 1 : e]):
+            return None
+        return s - k, e
+
+    return validate
 
 
 def _value_group(name: str, need_digit: bool = False) -> _Validator:
-    def validate(text: str, m: re.Match[str]) -> _Span:
+    def validate(text: str, s: int, e: int, m: re.Match[str]) -> _Span:
         v = m.group(name)
         if need_digit and not any(c.isdigit() for c in v):
             return None
@@ -169,15 +174,45 @@ def _value_group(name: str, need_digit: bool = False) -> _Validator:
     return validate
 
 
-def _email(text: str, m: re.Match[str]) -> _Span:
-    s = m.group()
-    at = s.index("@")
-    local = s[:at]
-    if local == "git":  # git@github.com:org/repo.git is not a person
+def _left_boundary_ok(text: str, i: int) -> bool:
+    """True if a candidate may start at ``text[i]`` (word start)."""
+    c = text[i - 1]
+    if not (c.isascii() and (c.isalnum() or c == "_")):
+        return True
+    # "\nfe80::1" in JSON-escaped text: the "n" belongs to the escape.
+    return c in "nrt" and text[i - 2] == "\\"
+
+
+_LATIN = "\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f"
+_LOCAL_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-"
+)
+
+
+def _is_local_char(c: str) -> bool:
+    return c in _LOCAL_CHARS or (
+        "\u00c0" <= c <= "\u024f" and c not in "\u00d7\u00f7"
+    )
+
+
+def _email(text: str, s: int, e: int, m: re.Match[str]) -> _Span:
+    # The match starts at "@" (text[s]) and covers the domain; walk left
+    # over the local part (at most 64 chars, RFC 5321).
+    i = s
+    floor = max(0, s - 64)
+    while i > floor and _is_local_char(text[i - 1]):
+        i -= 1
+    if i == floor and floor > 0 and _is_local_char(text[i - 1]):
+        return None  # local part longer than 64 chars: not an address
+    # "\nbob@x.com" inside JSON-escaped text: the "n" belongs to the escape.
+    if i > 0 and text[i - 1] == "\\" and text[i] in "nrt":
+        i += 1
+    while i < s and text[i] in ".%+-":
+        i += 1
+    local = text[i:s]
+    if not local or local == "git" or local.endswith(".") or ".." in local:
         return None
-    if local.startswith(".") or local.endswith(".") or ".." in local:
-        return None
-    return m.span()
+    return i, e
 
 
 _IBAN_LENGTHS = {
@@ -205,48 +240,45 @@ def _iban_ok(compact: str) -> bool:
     return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
 
 
-def _iban(text: str, m: re.Match[str]) -> _Span:
-    start, end = m.span()
-    cand = m.group()
+def _iban(text: str, s: int, e: int, m: re.Match[str]) -> _Span:
     # The candidate regex is greedy; a trailing group that belongs to the
     # following text would break the checksum, so also try shorter
     # prefixes ending at group boundaries.
+    cand = text[s:e]
     while True:
         compact = cand.replace(" ", "")
         if len(compact) < 15:
             return None
         if _iban_ok(compact):
-            return start, start + len(cand)
+            return s, s + len(cand)
         cut = cand.rfind(" ")
         if cut <= 4:
             return None
         cand = cand[:cut]
 
 
-def _card(text: str, m: re.Match[str]) -> _Span:
-    start, _ = m.span()
-    cand = m.group()
+def _card(text: str, s: int, e: int, m: re.Match[str]) -> _Span:
+    cand = text[s:e]
     while True:
         digits = cand.replace(" ", "").replace("-", "")
         n = len(digits)
         if n < 13:
             return None
         if n <= 19 and digits[0] in "23456" and _luhn_ok(digits):
-            return start, start + len(cand)
+            return s, s + len(cand)
         cut = max(cand.rfind(" "), cand.rfind("-"))
         if cut <= 0:
             return None
         cand = cand[:cut]
 
 
-def _ssn(text: str, m: re.Match[str]) -> _Span:
-    s = m.group()
-    area, group, serial = s[0:3], s[4:6], s[7:11]
+def _ssn(text: str, s: int, e: int, m: re.Match[str]) -> _Span:
+    area, group, serial = text[s : s + 3], text[s + 4 : s + 6], text[s + 7 : s + 11]
     if area == "000" or area == "666" or area[0] == "9":
         return None
     if group == "00" or serial == "0000":
         return None
-    return m.span()
+    return s, e
 
 
 # Text right before a dotted quad that marks it as a version, not an address.
@@ -257,38 +289,47 @@ _VERSION_CONTEXT = re.compile(
 )
 
 
-def _ipv4(text: str, m: re.Match[str]) -> _Span:
+def _ipv4(text: str, s: int, e: int, m: re.Match[str]) -> _Span:
     try:
-        ipaddress.IPv4Address(m.group())
+        ipaddress.IPv4Address(text[s:e])
     except ValueError:
         return None
-    start = m.start()
-    if _VERSION_CONTEXT.search(text[max(0, start - 12) : start]):
+    if _VERSION_CONTEXT.search(text[max(0, s - 12) : s]):
         return None
-    return m.span()
+    return s, e
 
 
-def _ipv6(text: str, m: re.Match[str]) -> _Span:
-    start, end = m.span()
-    cand = m.group()
+_HEX_GROUPS = re.compile(r"[0-9A-Fa-f.]+")
+_HEX_CHARS = frozenset("0123456789abcdefABCDEF")
+
+
+def _ipv6(text: str, s: int, e: int, m: re.Match[str]) -> _Span:
+    # The match starts at the first ":" (text[s]); the first group (0-4 hex
+    # digits) lies left of it.
+    i = s
+    while i > s - 4 and text[i - 1] in _HEX_CHARS:
+        i -= 1
+    if text[i - 1] in ":." or not _left_boundary_ok(text, i):
+        return None
+    cand = text[i:e]
     while cand.endswith(":") and not cand.endswith("::"):
         cand = cand[:-1]
-    end = start + len(cand)
-    if cand.count(":") < 2:
-        return None
-    nxt = text[end : end + 2]
+    e = i + len(cand)
+    nxt = text[e : e + 2]
     if nxt[:1].isalnum() or nxt[:1] == "_" or (nxt[:1] == "." and nxt[1:2].isdigit()):
         return None
     try:
         ipaddress.IPv6Address(cand)
     except ValueError:
         return None
-    groups = [g for g in re.split(r":+", cand) if g]
+    # Require some substance: "::", "::2" (slices), "ab::cd" are not
+    # addresses anyone redacts for; "fe80::1", "2001:db8::1" are.
+    groups = _HEX_GROUPS.findall(cand)
     if len(groups) < 2:
         return None
     if len(groups) < 3 and max(len(g) for g in groups) < 3:
         return None
-    return start, end
+    return i, e
 
 
 _DATE_IN_NUMBER = re.compile(
@@ -296,13 +337,11 @@ _DATE_IN_NUMBER = re.compile(
     r"|(?<!\d)(?:0?[1-9]|[12]\d|3[01])[-./ ](?:0?[1-9]|1[0-2])[-./ ](?:19|20)\d\d"
     r"|(?<!\d)(?:0?[1-9]|1[0-2])[-./ ](?:0?[1-9]|[12]\d|3[01])[-./ ](?:19|20)\d\d"
 )
+_PHONE_LAST_SEP = re.compile(r"[ .\-/](?=[\d(][^ .\-/]*$)")
 
 
 def _digit_count(s: str) -> int:
     return sum(1 for c in s if c.isdigit())
-
-
-_PHONE_SEP = re.compile(r"[ .\-/](?=[\d(][^ .\-/]*$)")
 
 
 def _phone(lo: int, hi: int, hi_00: int | None = None) -> _Validator:
@@ -313,9 +352,8 @@ def _phone(lo: int, hi: int, hi_00: int | None = None) -> _Validator:
     one by one until the count fits.
     """
 
-    def validate(text: str, m: re.Match[str]) -> _Span:
-        start = m.start()
-        cand = m.group()
+    def validate(text: str, s: int, e: int, m: re.Match[str]) -> _Span:
+        cand = text[s:e]
         top = hi_00 if hi_00 is not None and cand.startswith("00") else hi
         while True:
             n = _digit_count(cand.replace("(0)", ""))
@@ -324,8 +362,8 @@ def _phone(lo: int, hi: int, hi_00: int | None = None) -> _Validator:
             if n <= top:
                 if _DATE_IN_NUMBER.search(cand):
                     return None
-                return start, start + len(cand)
-            cut = _PHONE_SEP.search(cand)
+                return s, s + len(cand)
+            cut = _PHONE_LAST_SEP.search(cand)
             if cut is None:
                 return None
             cand = cand[: cut.start()]
@@ -334,42 +372,144 @@ def _phone(lo: int, hi: int, hi_00: int | None = None) -> _Validator:
 
 
 # --------------------------------------------------------------------------
-# Patterns. Each alternative MUST begin with a single literal or character
-# class (engine fast-path) and then a width-2 negative lookbehind that looks
-# at "previous char + first char" to enforce a left boundary.
+# Patterns.
+#
+# The combined regex starts with one character class, the "trigger" chars
+# (digits, upper-case letters, "b", and "-_:@(+"): CPython's regex engine
+# then skips from trigger to trigger at C speed and only tries the
+# alternatives there (about one char in ten of ordinary text). Every
+# candidate is found at a trigger char:
+#
+# * digits / upper case / "(" / "+" / "b"(earer): the candidate's first char,
+#   which must sit at a word start (after a char that is not an ASCII word
+#   char, or right after a "\n"-style escape in JSON-escaped text);
+# * "-" / "_": the separator of a prefixed key (sk-, ghp_, xoxb-, ...); the
+#   prefix is checked with a lookbehind and added back by the validator;
+# * "@": e-mail, the local part is found by walking left in the validator;
+# * ":": IPv6 (first colon; the first hex group is found by walking left)
+#   and scheme://user:password@ URLs.
+#
+# Each spec: (marker, type, first, rest, validator). ``first`` is the class
+# of the trigger char, ``rest`` is matched after it (lookbehinds in
+# ``rest`` see the trigger char). Priority = order in _SPECS: the first
+# alternative that matches at a trigger wins; if its validator rejects the
+# candidate, the following alternatives are tried at the same trigger.
 # --------------------------------------------------------------------------
 
-# ASCII word chars: boundaries use ASCII so PII glued to CJK text
-# ("电话+86 138 0013 8000") is still found.
-_W = "A-Za-z0-9_"
-# A JSON/C escape such as "\n" right before the PII counts as a boundary:
-# "...\nbob@example.com" -> match starts at "b", not at "n".
-_ESC_OK = r"(?<=\\[nrt].)"
+_WORD = "A-Za-z0-9_"
 
 
-def _lb(excluded: str, escape_ok: bool = False) -> str:
-    """Left-boundary check placed right after the first consumed char."""
-    neg = f"(?<![{excluded}].)"
-    if escape_ok:
-        return f"(?:{neg}|{_ESC_OK})"
-    return neg
+def _start(excluded: str = "") -> str:
+    """After the first char: it must sit at a word start.
+
+    Not preceded by an ASCII word char nor by any char of ``excluded``,
+    unless the char before is the letter of a "\n"/"\r"/"\t" escape.
+    """
+    return rf"(?:(?<![{_WORD}{excluded}].)|(?<=\\[nrt].))"
 
 
-_LATIN = "\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f"
-_LOCAL = f"A-Za-z0-9._%+\\-{_LATIN}"
+def _after_prefix(prefix: str) -> str:
+    """After the separator: ``prefix`` (ending with the separator) is right
+    before and starts at a word start (not after a word char or "-")."""
+    n = re.escape(prefix)
+    return rf"(?:(?<=[^{_WORD}\-]{n})|(?<=\\[nrt]{n}))"
+
+
 _LABEL = f"A-Za-z0-9{_LATIN}"
-
-_PEM_HEAD = r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+_PEM_HEAD = r"----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"  # after "-"
 _PEM_END = r"-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
 _NL = r"(?:[ \t]*(?:\r?\n|\\r\\n|\\n))"
+_NOT_AFTER = r"(?![A-Za-z0-9_]|[.\-/]\d)"  # end of a number-like candidate
+_KEY = r"[A-Za-z0-9]"
 
-_TOKEN_LB = _lb(_W + r"\-\\", escape_ok=True)  # secrets: no \w or - before
-
-# (marker, type, regex, validator)
-_SPECS: tuple[tuple[str, str, str, _Validator], ...] = (
+_SPECS: tuple[tuple[str, str, str, str, _Validator], ...] = (
+    # ---- digits
+    (
+        "card",
+        "CREDIT_CARD",
+        "0-9",
+        _start(r".,+\-")
+        + r"(?:\d{12,18}(?![A-Za-z0-9_]|[.,]\d)"
+        + r"|\d{3}(?P<card_sep>[ \-])\d{4,6}(?:(?P=card_sep)\d{3,5}){1,3}(?![A-Za-z0-9_]|[.,]\d))",
+        _card,
+    ),
+    (
+        "ssn",
+        "SSN",
+        "0-9",
+        _start(r".\-") + r"\d\d-\d\d-\d{4}(?![A-Za-z0-9_]|-\d)",
+        _ssn,
+    ),
+    (
+        "ipv4",
+        "IP_ADDRESS",
+        "0-9",
+        _start(".") + r"\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![A-Za-z0-9_]|\.\d)",
+        _ipv4,
+    ),
+    (
+        "phone_na",
+        "PHONE",
+        "2-9",
+        # 415-555-2671, 415.555.2671 (same separator twice)
+        _start(r".+/\-") + r"\d\d(?P<na_sep>[.\-])[2-9]\d\d(?P=na_sep)\d{4}" + _NOT_AFTER,
+        _whole,
+    ),
+    (
+        "phone_na1",
+        "PHONE",
+        "1",
+        # 1-800-555-0199, 1 800 555 0199, 1.800.555.0199
+        _start(r".+/\-")
+        + r"(?P<na1_sep>[ .\-])[2-9]\d\d(?P=na1_sep)[2-9]\d\d(?P=na1_sep)\d{4}" + _NOT_AFTER,
+        _whole,
+    ),
+    (
+        "phone_national",
+        "PHONE",
+        "0",
+        # Trunk-0 national numbers with separators (UK/DE/FR/NL/...), and
+        # 00<cc> international prefix: 020 7946 0958, 06 12 34 56 78,
+        # 030/1234-5678, 0044 20 7946 0958.
+        _start(r".+/\-")
+        + r"(?:0[1-9]\d{0,2}|[1-9]\d{0,3})[ ./\-]\d{2,8}+(?:[ .\-]\d{2,8}+){0,5}" + _NOT_AFTER,
+        _phone(9, 12, hi_00=17),
+    ),
+    # ---- upper case
+    (
+        "aws_google",
+        "SECRET",
+        "A",
+        _start("-") + r"(?:(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9])|Iza[A-Za-z0-9_\-]{35})",
+        _whole,
+    ),
+    (
+        "bearer",
+        "SECRET",
+        "B",
+        # Keeps the word: "Bearer [SECRET]".
+        _start() + r"(?:earer|EARER)[ \t]+(?P<bearer_v>[A-Za-z0-9._~+/\-]{16,}=*)",
+        _value_group("bearer_v", need_digit=True),
+    ),
+    (
+        "jwt",
+        "SECRET",
+        "J",
+        _after_prefix("eyJ") + r"[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]*",
+        _prefixed(2),
+    ),
+    (
+        "iban",
+        "IBAN",
+        "A-Z",
+        _start() + r"[A-Z]\d\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])",
+        _iban,
+    ),
+    # ---- "-" and "_": PEM and prefixed keys
     (
         "pem",
         "SECRET",
+        "-",
         # Whole block when the END line is there (within 16 KiB); otherwise
         # the header plus every following base64-ish line (truncated key).
         _PEM_HEAD
@@ -378,150 +518,136 @@ _SPECS: tuple[tuple[str, str, str, _Validator], ...] = (
         _whole,
     ),
     (
+        # OpenAI sk-/sk-proj-/sk-svcacct-, Anthropic sk-ant-, OpenRouter
+        # sk-or-, DeepSeek sk-...
         "sk",
         "SECRET",
-        # OpenAI sk-/sk-proj-/sk-svcacct-, Anthropic sk-ant-, OpenRouter
-        # sk-or-, DeepSeek sk-...; Stripe sk_live_/sk_test_.
-        "s" + _TOKEN_LB
-        + r"k(?:-[A-Za-z0-9_\-]{20,}|_(?:live|test)_[A-Za-z0-9]{16,})",
-        _secret_with_digit,
+        "-",
+        _after_prefix("sk-") + r"[A-Za-z0-9_\-]{20,}",
+        _prefixed(2, need_digit=True),
     ),
-    ("rk", "SECRET", "r" + _TOKEN_LB + r"(?:k_(?:live|test)_[A-Za-z0-9]{16,}|8_[A-Za-z0-9]{30,})", _whole),
+    ("xai", "SECRET", "-", _after_prefix("xai-") + _KEY + "{20,}", _prefixed(3)),
+    ("pplx", "SECRET", "-", _after_prefix("pplx-") + _KEY + "{30,}", _prefixed(4)),
     (
-        "aws_google",
+        "slack",
         "SECRET",
-        "A" + _lb(_W) + r"(?:(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9])|Iza[A-Za-z0-9_\-]{35})",
-        _whole,
-    ),
-    (
-        "github_groq",
-        "SECRET",
-        "g" + _TOKEN_LB
-        + r"(?:h[pousr]_[A-Za-z0-9]{30,}|ithub_pat_[A-Za-z0-9_]{22,}|sk_[A-Za-z0-9]{20,})",
-        _whole,
+        "-",
+        rf"(?:{_after_prefix('xoxa-')}|{_after_prefix('xoxb-')}|{_after_prefix('xoxp-')}"
+        rf"|{_after_prefix('xoxo-')}|{_after_prefix('xoxs-')}|{_after_prefix('xoxr-')})"
+        + r"[A-Za-z0-9\-]{10,}",
+        _prefixed(4),
     ),
     (
-        "slack_xai",
+        # Stripe secret / restricted keys.
+        "stripe",
         "SECRET",
-        "x" + _TOKEN_LB + r"(?:ox[abposr]-[A-Za-z0-9\-]{10,}|ai-[A-Za-z0-9]{20,})",
-        _whole,
-    ),
-    ("hf", "SECRET", "h" + _TOKEN_LB + r"f_[A-Za-z0-9]{30,}", _whole),
-    ("pplx", "SECRET", "p" + _TOKEN_LB + r"plx-[A-Za-z0-9]{30,}", _whole),
-    (
-        "jwt",
-        "SECRET",
-        "e" + _TOKEN_LB + r"yJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]*",
-        _whole,
+        "_",
+        rf"(?:{_after_prefix('sk_')}|{_after_prefix('rk_')})(?:live|test)_" + _KEY + "{16,}",
+        _prefixed(2),
     ),
     (
-        "bearer",
+        "github",
         "SECRET",
-        "[Bb]" + _lb(_W + r"\\", escape_ok=True)
-        + r"(?:earer|EARER)[ \t]+(?P<bearer_v>[A-Za-z0-9._~+/\-]{16,}=*)",
-        _value_group("bearer_v", need_digit=True),
+        "_",
+        rf"(?:{_after_prefix('ghp_')}|{_after_prefix('gho_')}|{_after_prefix('ghu_')}"
+        rf"|{_after_prefix('ghs_')}|{_after_prefix('ghr_')})" + _KEY + "{30,}",
+        _prefixed(3),
     ),
     (
-        "urlcred",
+        "github_pat",
         "SECRET",
-        r":(?<=[A-Za-z0-9+.\-]:)//[^\s/:@\"'<>]{1,128}:(?P<urlcred_v>[^\s/@\"'<>]{1,256})@",
-        _value_group("urlcred_v"),
+        "_",
+        _after_prefix("github_") + r"pat_[A-Za-z0-9_]{22,}",
+        _prefixed(6),
     ),
+    ("groq", "SECRET", "_", _after_prefix("gsk_") + _KEY + "{20,}", _prefixed(3)),
+    (
+        "hf_r8",
+        "SECRET",
+        "_",
+        rf"(?:{_after_prefix('hf_')}|{_after_prefix('r8_')})" + _KEY + "{30,}",
+        _prefixed(2),
+    ),
+    # ---- lower-case "bearer"
+    (
+        "bearer_lower",
+        "SECRET",
+        "b",
+        _start() + r"earer[ \t]+(?P<bearer_lower_v>[A-Za-z0-9._~+/\-]{16,}=*)",
+        _value_group("bearer_lower_v", need_digit=True),
+    ),
+    # ---- "@", ":", "(", "+"
     (
         "email",
         "EMAIL",
-        f"[{_LABEL}_]" + _lb(_LOCAL + r"\\", escape_ok=True)
-        + f"[{_LOCAL}]*+@[{_LABEL}](?:[{_LABEL}\\-]*[{_LABEL}])?"
+        "@",
+        f"[{_LABEL}](?:[{_LABEL}\\-]*[{_LABEL}])?"
         + f"(?:\\.[{_LABEL}](?:[{_LABEL}\\-]*[{_LABEL}])?)*\\.[A-Za-z]{{2,24}}(?![A-Za-z0-9_\\-])",
         _email,
     ),
     (
-        "iban",
-        "IBAN",
-        "[A-Z]" + _lb(_W, escape_ok=True)
-        + r"[A-Z]\d\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])",
-        _iban,
-    ),
-    (
-        "card",
-        "CREDIT_CARD",
-        r"\d" + _lb(_W + r".,+\-", escape_ok=True)
-        + r"(?:\d{12,18}(?![A-Za-z0-9_]|[.,]\d)"
-        + r"|\d{3}(?P<card_sep>[ \-])\d{4,6}(?:(?P=card_sep)\d{3,5}){1,3}(?![A-Za-z0-9_]|[.,]\d))",
-        _card,
-    ),
-    (
-        "ssn",
-        "SSN",
-        r"\d" + _lb(_W + r".\-", escape_ok=True) + r"\d\d-\d\d-\d{4}(?![A-Za-z0-9_]|-\d)",
-        _ssn,
+        "urlcred",
+        "SECRET",
+        ":",
+        # scheme://user:PASSWORD@host -> only the password is replaced.
+        r"(?<=[A-Za-z0-9+.\-]:)//[^\s/:@\"'<>]{1,128}:(?P<urlcred_v>[^\s/@\"'<>]{1,256})@",
+        _value_group("urlcred_v"),
     ),
     (
         "ipv6",
         "IP_ADDRESS",
-        "[0-9A-Fa-f:]" + _lb(_W + r":.", escape_ok=True)
-        + r"[0-9A-Fa-f]{0,3}:(?:[0-9A-Fa-f:]*:)?"
-        + r"(?:\d{1,3}(?:\.\d{1,3}){3}(?![\d.])|[0-9A-Fa-f]{0,4})",
+        ":",
+        # From the first colon. Needs "::" or 7 colons (6 with an embedded
+        # IPv4), which already rules out times and MAC addresses.
+        r"(?=:|[0-9A-Fa-f:]*::|(?:[0-9A-Fa-f]{1,4}:){5})"
+        + r"(?:[0-9A-Fa-f:]*:)?(?:\d{1,3}(?:\.\d{1,3}){3}(?![\d.])|[0-9A-Fa-f]{0,4})",
         _ipv6,
     ),
     (
-        "ipv4",
-        "IP_ADDRESS",
-        r"\d" + _lb(_W + ".", escape_ok=True)
-        + r"\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![A-Za-z0-9_]|\.\d)",
-        _ipv4,
+        "phone_paren",
+        "PHONE",
+        r"(",
+        # (415) 555-2671, (030) 1234 5678
+        _start()
+        + r"(?:[2-9]\d\d\)[ .\-]?[2-9]\d\d[ .\-]\d{4}"
+        + r"|0[1-9]\d{0,3}\)[ ]?\d{2,8}+(?:[ .\-]\d{2,8}+){0,4})" + _NOT_AFTER,
+        _phone(9, 12),
     ),
     (
         "phone_intl",
         "PHONE",
-        # +<cc> then up to 7 groups, single optional separator between them.
+        "+",
+        # +<cc> then up to 7 groups, one optional separator between groups.
         # Atomic group: no exponential re-splitting of long digit runs.
-        r"\+" + _lb(_W + "+", escape_ok=True)
-        + r"(?>\d{1,3}(?:[ .\-]?(?:\(\d{1,4}\)|\d{1,6}+)){1,7})"
-        + r"(?![A-Za-z0-9_]|[.\-/]\d)",
+        _start("+") + r"(?>\d{1,3}(?:[ .\-]?(?:\(\d{1,4}\)|\d{1,6}+)){1,7})" + _NOT_AFTER,
         _phone(7, 15),
-    ),
-    (
-        "phone_na_paren",
-        "PHONE",
-        # (415) 555-2671, (030) 1234 5678
-        r"\(" + _lb(_W, escape_ok=True)
-        + r"(?:[2-9]\d\d\)[ .\-]?[2-9]\d\d[ .\-]\d{4}"
-        + r"|0[1-9]\d{0,3}\)[ ]?\d{2,8}+(?:[ .\-]\d{2,8}+){0,4})"
-        + r"(?![A-Za-z0-9_]|[.\-/]\d)",
-        _phone(9, 12),
-    ),
-    (
-        "phone_na",
-        "PHONE",
-        # 415-555-2671, 415.555.2671 (same separator twice)
-        r"[2-9]" + _lb(_W + r".+/\-", escape_ok=True)
-        + r"\d\d(?P<na_sep>[.\-])[2-9]\d\d(?P=na_sep)\d{4}(?![A-Za-z0-9_]|[.\-/]\d)",
-        _whole,
-    ),
-    (
-        "phone_na1",
-        "PHONE",
-        # 1-800-555-0199, 1 800 555 0199, 1.800.555.0199
-        r"1" + _lb(_W + r".+/\-", escape_ok=True)
-        + r"(?P<na1_sep>[ .\-])[2-9]\d\d(?P=na1_sep)[2-9]\d\d(?P=na1_sep)\d{4}"
-        + r"(?![A-Za-z0-9_]|[.\-/]\d)",
-        _whole,
-    ),
-    (
-        "phone_national",
-        "PHONE",
-        # Trunk-0 national numbers with separators (UK/DE/FR/NL/...), and
-        # 00<cc> international prefix: 020 7946 0958, 06 12 34 56 78,
-        # 030/1234-5678, 0044 20 7946 0958.
-        r"0" + _lb(_W + r".+/\-", escape_ok=True)
-        + r"(?:0[1-9]\d{0,2}|[1-9]\d{0,3})[ ./\-]\d{2,8}+(?:[ .\-]\d{2,8}+){0,5}"
-        + r"(?![A-Za-z0-9_]|[.\-/]\d)",
-        _phone(9, 12, hi_00=17),
     ),
 )
 
-_SPEC_BY_MARKER = {spec[0]: spec for spec in _SPECS}
+
+def _cls(first: str) -> str:
+    return "[" + first.replace("\\", "\\\\").replace("(", "\\(").replace("+", "\\+") + "]"
+
+
+def _combined_pattern(specs: list[tuple[str, str, str, str, _Validator]]) -> str:
+    """``[all trigger chars]`` + alternatives grouped by trigger class."""
+    firsts: list[str] = []
+    groups: dict[str, list[str]] = {}
+    for marker, _, first, rest, _ in specs:
+        key = _GROUP_OF.get(first, first)
+        alt = rest if first == key else f"(?<={_cls(first)}){rest}"
+        groups.setdefault(key, []).append(f"{alt}(?P<{marker}>)")
+        if first not in firsts:
+            firsts.append(first)
+    branches = [
+        f"(?<={_cls(key)})(?:{'|'.join(alts)})" for key, alts in groups.items()
+    ]
+    trigger = _cls("".join(firsts)).replace("[", "[", 1)
+    return trigger + "(?:" + "|".join(branches) + ")"
+
+
+# Trigger classes that share one branch of the combined regex.
+_GROUP_OF = {"2-9": "0-9", "1": "0-9", "0": "0-9", "A": "A-Z", "B": "A-Z", "J": "A-Z"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -553,60 +679,70 @@ class Redactor:
         specs = [s for s in _SPECS if s[1] in wanted]
         self._order = tuple(s[0] for s in specs)
         # marker -> (placeholder type, validator)
-        self._info = {s[0]: (s[1], s[3]) for s in specs}
-        if specs:
-            self._combined = re.compile(
-                "|".join(f"{rx}(?P<{marker}>)" for marker, _, rx, _ in specs)
-            )
-        else:
-            self._combined = None
-        # One pattern per alternative, for retrying lower-priority
-        # alternatives at a position where a validator said no.
+        self._info = {s[0]: (s[1], s[4]) for s in specs}
+        self._combined = re.compile(_combined_pattern(specs)) if specs else None
+        # One pattern per alternative, to retry the lower-priority
+        # alternatives at a trigger where a validator said no.
         self._singles = tuple(
-            re.compile(f"{rx}(?P<{marker}>)") for marker, _, rx, _ in specs
+            re.compile(f"{_cls(first)}{rest}(?P<{marker}>)")
+            for marker, _, first, rest, _ in specs
         )
 
     # ------------------------------------------------------------------ scan
-    def _retry(self, marker: str, text: str, pos: int) -> tuple[str, int, int, str] | None:
-        i = self._order.index(marker) + 1
-        info = self._info
-        for j in range(i, len(self._order)):
-            m = self._singles[j].match(text, pos)
+    def _retry(self, marker: str, text: str, s: int) -> tuple[str, int, int, str] | None:
+        order = self._order
+        for j in range(order.index(marker) + 1, len(order)):
+            m = self._singles[j].match(text, s)
             if m is None:
                 continue
-            name = self._order[j]
-            typ, validate = info[name]
-            span = validate(text, m)
+            name = order[j]
+            typ, validate = self._info[name]
+            span = validate(text, s, m.end(), m)
             if span is not None:
                 return typ, span[0], span[1], name
         return None
 
     def scan(self, text: str) -> list[Finding]:
-        """Non-overlapping findings in ``text``, left to right."""
-        out: list[Finding] = []
+        """Non-overlapping findings in ``text``, sorted by position."""
         if self._combined is None or not text:
-            return out
+            return []
+        # A leading newline gives a candidate at offset 0 a char to look
+        # behind at (boundary checks are lookbehinds).
+        padded = "\n" + text
         search = self._combined.search
         info = self._info
-        pos = 0
-        n = len(text)
+        hits: list[tuple[str, int, int, str]] = []
+        pos = 1
+        n = len(padded)
         while pos < n:
-            m = search(text, pos)
+            m = search(padded, pos)
             if m is None:
                 break
             marker = m.lastgroup
+            s = m.start()  # the trigger char
             typ, validate = info[marker]
-            span = validate(text, m)
+            span = validate(padded, s, m.end(), m)
             if span is not None:
                 hit = (typ, span[0], span[1], marker)
             else:
-                hit = self._retry(marker, text, m.start())
-            if hit is None:
-                pos = m.start() + 1
-                continue
-            out.append(Finding(hit[0], hit[1], hit[2], hit[3]))
-            pos = max(hit[2], m.start() + 1)
-        return out
+                hit = self._retry(marker, padded, s)
+                if hit is None:
+                    pos = s + 1
+                    continue
+            start = hit[1]
+            if hits and hits[-1][2] > start:
+                # Only e-mail (local part left of the "@" trigger) and
+                # prefixed keys start before their trigger. An e-mail never
+                # takes back text an earlier finding replaced
+                # (scheme://user:[SECRET]@host is not an e-mail address).
+                if hit[3] == "email" and hits[-1][2] < s:
+                    start = hits[-1][2]
+                else:
+                    pos = s + 1
+                    continue
+            hits.append((hit[0], start, hit[2], hit[3]))
+            pos = max(hit[2], s + 1)
+        return [Finding(t, a - 1, b - 1, p) for t, a, b, p in hits]
 
     # ---------------------------------------------------------------- redact
     def redact_text(self, text: str) -> tuple[str, int]:
@@ -627,10 +763,11 @@ class Redactor:
         """Redact every string inside a JSON-like structure.
 
         dicts (values only; keys untouched), lists and tuples are walked
-        and rebuilt (the input is not mutated); strings that hold a JSON
-        object/array (tool-call arguments) are redacted value by value and
-        re-serialised only if something changed; anything else (numbers,
-        bools, None, other objects) is returned as is.
+        and rebuilt (the input is never mutated; an unchanged container is
+        returned as the same object); strings holding a JSON object/array
+        (tool-call arguments) are redacted value by value and re-serialised
+        only if something changed; anything else (numbers, bools, None,
+        other objects) is returned as is.
         """
         if isinstance(obj, str):
             return self._redact_str(obj)
@@ -655,8 +792,7 @@ class Redactor:
         return obj, 0
 
     def _redact_str(self, s: str) -> tuple[str, int]:
-        head = s.lstrip()[:1]
-        if head in ("{", "[") and s.rstrip()[-1:] in ("}", "]"):
+        if s[:1] in ("{", "[") or s.lstrip()[:1] in ("{", "["):
             try:
                 parsed = json.loads(s)
             except ValueError:

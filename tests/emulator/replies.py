@@ -125,8 +125,8 @@ def plan_reply(conv: Conversation) -> Reply:
     prompt = sum(words(t) for t in conv.texts)
     if conv.tool_result is None and conv.tools and not conv.tools_disabled:
         tool = next((t for t in conv.tools if t.name == conv.forced_tool), conv.tools[0])
-        args = sample_value(tool.schema) if tool.schema else {}
-        call = ToolCall(id_seed=stable_id(conv.model, tool.name, prompt), name=tool.name, arguments=args or {})
+        args = sample_value(tool.schema)
+        call = ToolCall(stable_id(conv.model, tool.name, prompt), tool.name, args if isinstance(args, dict) else {})
         return Reply(None, call, prompt, max(1, words(call.arguments_json)), "tool")
     if conv.tool_result is not None:
         text = f"Hello from {conv.model}! Tool said: {conv.tool_result[:200]}"

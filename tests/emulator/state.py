@@ -47,9 +47,6 @@ class Fault:
             raise ValueError("Fault.status must be an HTTP error status (400-599)")
 
 
-NO_FAULT = Fault(times=None)
-
-
 @dataclass(frozen=True)
 class RecordedRequest:
     """One request as the emulator received it (headers lower-cased, body parsed)."""
