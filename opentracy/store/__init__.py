@@ -8,11 +8,12 @@ from opentracy.store.clickhouse import (
     TraceStore,
     parse_store_url,
 )
-from opentracy.store.spool import Spool
+from opentracy.store.spool import Spool, SpoolLockedError
 
 __all__ = [
     "AmbiguousTraceIdError",
     "Spool",
+    "SpoolLockedError",
     "StoreError",
     "StoreLockedError",
     "StoreURL",
