@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -38,13 +40,33 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help=f"litellm proxy config (default: ./{DEFAULT_CONFIG} if present)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes (more than one needs a ClickHouse server store)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(handler=_serve)
+
+    traces = sub.add_parser("traces", help="list recorded traces, or `traces show TRACE_ID`")
+    traces.add_argument("action", nargs="*", metavar="show TRACE_ID")
+    traces.add_argument("--last", type=int, default=20)
+    traces.add_argument("--alias")
+    traces.add_argument("--model")
+    traces.add_argument("--status", choices=["ok", "error", "cancelled"])
+    traces.add_argument("--since", help="e.g. 30m, 1h, 7d")
+    traces.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    _add_source_arguments(traces)
+    traces.set_defaults(handler=_traces)
 
     check = sub.add_parser("check-config", help="validate a config and print what it serves")
     check.add_argument("path", nargs="?", default=DEFAULT_CONFIG)
     check.set_defaults(handler=_check_config)
     return parser
+
+
+def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help=f"engine config, for where traces live (default: ./{DEFAULT_CONFIG})")
+    parser.add_argument("--server", help="read through a running engine, e.g. http://127.0.0.1:8080")
+    parser.add_argument("--api-key", default=os.environ.get("OPENTRACY_API_KEY"),
+                        help="engine key for --server (default: $OPENTRACY_API_KEY)")
 
 
 def _config_path(given: str | None) -> Path | None:
@@ -58,17 +80,111 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from opentracy.gateway.app import create_app
+    from opentracy.store import StoreError, parse_store_url
+    from opentracy.tracing.gateway import GatewayTracer
+    from opentracy.tracing.reader import ENGINE_FILE
 
-    path = _config_path(args.config)
-    settings = load_settings(path)
-    app = create_app(settings)
+    settings = load_settings(_config_path(args.config))
+    embedded = parse_store_url(settings.engine.clickhouse_url).embedded
+    if args.workers != 1:
+        if embedded and settings.engine.tracing:
+            print("opentracy: --workers > 1 needs a ClickHouse server: the embedded store (chDB) allows one "
+                  "process per data directory. Set OPENTRACY_CLICKHOUSE_URL=http://user:pass@host:8123/db, "
+                  "or run one worker.", file=sys.stderr)
+        else:
+            print("opentracy: --workers > 1 is not supported yet; run one process per port behind a "
+                  "load balancer.", file=sys.stderr)
+        return 2
+    tracer = None
+    if settings.engine.tracing:
+        try:
+            tracer = GatewayTracer.open(settings)
+        except StoreError as exc:
+            print(f"opentracy: cannot open the trace store: {exc}", file=sys.stderr)
+            return 2
+    app = create_app(settings, tracer)
     _print_banner(settings, args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    engine_file = settings.engine.data_dir / ENGINE_FILE
+    local_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    engine_file.parent.mkdir(parents=True, exist_ok=True)
+    engine_file.write_text(json.dumps({"url": f"http://{_url_host(local_host)}:{args.port}", "pid": os.getpid()}))
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    finally:
+        engine_file.unlink(missing_ok=True)
+        if tracer is not None:
+            tracer.close()  # normally done by the app's shutdown; here if uvicorn never started
     return 0
 
 
+def _traces(args: argparse.Namespace) -> int:
+    from opentracy.tracing.reader import open_source
+
+    settings = load_settings(_config_path(args.config))
+    try:
+        source = open_source(settings, args.server, args.api_key)
+    except RuntimeError as exc:
+        print(f"opentracy: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.action:
+            if args.action[0] != "show" or len(args.action) != 2:
+                print("usage: opentracy traces show TRACE_ID", file=sys.stderr)
+                return 2
+            row = source.get(args.action[1])
+            if row is None:
+                print(f"opentracy: no trace {args.action[1]!r}", file=sys.stderr)
+                return 1
+            print(json.dumps(row, indent=2, ensure_ascii=False, default=str))
+            return 0
+        rows = source.query(last=args.last, alias=args.alias, model=args.model, status=args.status,
+                            since=args.since)
+    except (RuntimeError, ValueError) as exc:
+        print(f"opentracy: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        source.close()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False, default=str))
+    else:
+        print(format_trace_table(rows))
+    return 0
+
+
+TABLE_COLUMNS = (("time", 19), ("trace", 12), ("status", 9), ("alias", 12), ("model", 30), ("tokens", 11),
+                 ("cost $", 10), ("ms", 8), ("ttft", 7))
+
+
+def format_trace_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no traces match"
+    lines = ["  ".join(name.ljust(width) for name, width in TABLE_COLUMNS)]
+    for row in rows:
+        fallback = "*" if row.get("fallback_used") else ""
+        ttft = row.get("ttft_ms")
+        cells = (
+            str(row.get("start_time", ""))[:19].replace("T", " "),
+            str(row.get("trace_id", ""))[:12],
+            str(row.get("status", "")),
+            str(row.get("alias") or "-"),
+            f"{row.get('selected_model') or row.get('requested_model') or '-'}{fallback}",
+            f"{row.get('prompt_tokens', 0)}/{row.get('completion_tokens', 0)}",
+            f"{float(row.get('cost_usd') or 0):.6f}",
+            f"{float(row.get('latency_ms') or 0):.0f}",
+            "-" if ttft is None else f"{float(ttft):.0f}",
+        )
+        lines.append("  ".join(cell[:width].ljust(width) for cell, (_, width) in zip(cells, TABLE_COLUMNS)))
+    lines.append(f"{len(rows)} trace(s); * = served by a fallback")
+    return "\n".join(lines)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if _is_ipv6(host) else host
+
+
 def _print_banner(settings: Settings, host: str, port: int) -> None:
-    shown_host = f"[{host}]" if _is_ipv6(host) else host
+    shown_host = _url_host(host)
     lines = [f"OpenTracy {opentracy.__version__} serving on http://{shown_host}:{port}/v1"]
     lines.append(f"  config:  {settings.path or '(none: litellm model strings pass through)'}")
     for name, spec in settings.aliases.items():

@@ -70,6 +70,8 @@ class EngineOptions:
     trace_redact: bool = False
     trace_ttl_days: int | None = None
     max_body_bytes: int = 10 * 1024 * 1024
+    tracing: bool = True
+    spool_max_bytes: int = 1 << 30
     api_keys: tuple[tuple[str, str], ...] = ()
 
 
@@ -277,6 +279,9 @@ def _parse_engine_options(section: Mapping[str, Any], path: Path | None, env: Ma
         trace_ttl_days=None if ttl in (None, "", 0, "0") else _non_negative_int(ttl, "OPENTRACY_TRACE_TTL_DAYS"),
         max_body_bytes=_non_negative_int(pick("OPENTRACY_MAX_BODY_BYTES", "max_body_bytes", 10 * 1024 * 1024),
                                          "OPENTRACY_MAX_BODY_BYTES"),
+        tracing=_bool(pick("OPENTRACY_TRACING", "tracing", True), "OPENTRACY_TRACING"),
+        spool_max_bytes=_non_negative_int(pick("OPENTRACY_SPOOL_MAX_BYTES", "spool_max_bytes", 1 << 30),
+                                          "OPENTRACY_SPOOL_MAX_BYTES"),
         api_keys=_parse_api_keys(keys_raw),
     )
 

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from opentracy import __version__
 from opentracy.config import Settings
 from opentracy.engine import Engine
+from opentracy.gateway.admin import router as admin_router
 from opentracy.gateway.errors import install_error_handlers
 from opentracy.gateway.limits import BodySizeLimit
 from opentracy.gateway.routes import router
@@ -19,20 +20,27 @@ from opentracy.tracing.tracer import Tracer
 
 
 def create_app(settings: Settings, tracer: Tracer | None = None) -> FastAPI:
-    """Build the app for ``settings``; ``tracer`` defaults to the no-op one (tracing off)."""
+    """Build the app for ``settings``; ``tracer`` defaults to the no-op one (tracing off).
+
+    The tracer is opened by the caller (``opentracy serve``) so a store that cannot be opened stops
+    the start with a clear message before the server binds; the app registers it and closes it.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         litellm.suppress_debug_info = True  # no provider-list banners on stdout for each error
-        yield
-        app.state.tracer.close()
+        app.state.tracer.register()
+        try:
+            yield
+        finally:
+            app.state.tracer.close()  # flushes queued traces (to the store, or the spool)
 
-    app = FastAPI(title="OpenTracy", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+    app = FastAPI(title="OpenTracy", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine = Engine.build(settings)
     app.state.tracer = tracer or Tracer()
     app.state.started_at = time.time()
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(admin_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.engine.max_body_bytes)
     return app

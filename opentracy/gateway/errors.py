@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
+from opentracy.gateway.extras import RequestContext, extras_headers
+
 log = logging.getLogger("opentracy.gateway")
 
 
@@ -81,7 +83,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = validation_message(list(exc.errors()))
-        return APIError(400, message, param=param, code="invalid_request").response()
+        error = APIError(400, message, param=param, code="invalid_request")
+        _trace_rejection(request, error, exc.body)
+        return error.response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -89,7 +93,10 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404:
             message = f"Unknown route {request.method} {request.url.path}."
-        return APIError(exc.status_code, message, code=code).response()
+        error = APIError(exc.status_code, message, code=code)
+        if exc.status_code == 413:
+            _trace_rejection(request, error, None)
+        return error.response()
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -97,3 +104,16 @@ def install_error_handlers(app: FastAPI) -> None:
                   exc_info=exc)
         return APIError(500, "The engine hit an internal error; it has been logged.",
                         type="server_error", code="internal_error").response()
+
+
+def _trace_rejection(request: Request, error: APIError, body: Any) -> None:
+    """Bad input is traced too (status error, what was wrong), and answered with the trace id."""
+    payload = body if isinstance(body, dict) else None
+    model = payload.get("model") if payload else None
+    ctx = RequestContext(requested_model=model if isinstance(model, str) else "",
+                         stream=bool(payload.get("stream") is True) if payload else False)
+    try:
+        request.app.state.tracer.rejected(ctx, error, payload)
+    except Exception:  # a malformed body must not turn a 400 into a 500
+        log.exception("could not trace a rejected request")
+    error.headers.update(extras_headers(ctx))

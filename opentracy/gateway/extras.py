@@ -29,6 +29,7 @@ class RequestContext:
     stream: bool = False
     key_name: str | None = None
     user: str | None = None
+    client_metadata: dict[str, Any] | None = None
     trace_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     started: float = field(default_factory=time.perf_counter)
     start_time: float = field(default_factory=time.time)

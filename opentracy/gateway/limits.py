@@ -7,6 +7,9 @@ import json
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from opentracy.gateway.errors import APIError
+from opentracy.gateway.extras import RequestContext, extras_headers
+
 
 class BodySizeLimit:
     """413 in OpenAI's shape for bodies over ``max_bytes``, declared or streamed (chunked)."""
@@ -21,7 +24,7 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+            await self._reject(scope, send)
             return
         received = 0
 
@@ -37,13 +40,14 @@ class BodySizeLimit:
 
         await self.app(scope, limited_receive, send)
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps({"error": {
-            "message": too_large_message(self.max_bytes),
-            "type": "invalid_request_error", "param": None, "code": "request_too_large"}}).encode()
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        error = APIError(413, too_large_message(self.max_bytes), code="request_too_large")
+        ctx = RequestContext(requested_model="")
+        scope["app"].state.tracer.rejected(ctx, error, None)
+        body = json.dumps(error.body()).encode()
+        headers = {"content-type": "application/json", "content-length": str(len(body)), **extras_headers(ctx)}
         await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+                    "headers": [(k.encode(), v.encode()) for k, v in headers.items()]})
         await send({"type": "http.response.body", "body": body})
 
 

@@ -73,7 +73,8 @@ def _upstream_error(engine: Engine, ctx: RequestContext, outcome: RouteOutcome) 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
     engine, tracer = _engine(request), _tracer(request)
-    ctx = RequestContext(requested_model=body.model, stream=bool(body.stream), user=body.user)
+    ctx = RequestContext(requested_model=body.model, stream=bool(body.stream), user=body.user,
+                         client_metadata=body.metadata)
     _authenticate(engine, request, ctx, tracer)
     payload = body.model_dump(exclude_unset=True, exclude=NOT_FORWARDED)
     route = _resolve(engine, ctx, tracer, payload)

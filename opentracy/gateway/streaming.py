@@ -33,6 +33,7 @@ class StreamResult:
     finish_reason: str | None = None
     cost: float = 0.0
     error: str | None = None
+    ttft_ms: float | None = None
     upstream_finished: bool = False
 
     @property
@@ -62,6 +63,8 @@ async def stream_events(ctx: RequestContext, outcome: RouteOutcome, *, client_wa
                 data.pop("usage", None)
             if held is not None:
                 yield sse(held)
+            elif result.ttft_ms is None:
+                result.ttft_ms = ctx.latency_ms()
             held = data
         result.upstream_finished = True
         if result.usage is None:

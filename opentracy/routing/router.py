@@ -8,6 +8,7 @@ and the trace anyway. Retries and fallbacks are immediate; the failure table is 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Mapping
@@ -34,9 +35,9 @@ class Attempt:
                 "latency_ms": round(self.latency_ms, 3), "http_status": self.http_status}
 
 
-# Builds the litellm ``metadata`` for an attempt from the attempts before it (the trace callback
-# reads it to know the request's alias, trace id and earlier failures).
-MetadataFactory = Callable[[list[Attempt]], Mapping[str, Any]]
+# Builds the litellm ``metadata`` for an attempt at a target from the attempts before it (the trace
+# callback reads it to know the request's alias, trace id and earlier failures).
+MetadataFactory = Callable[[Target, list[Attempt]], Mapping[str, Any]]
 
 
 @dataclass(slots=True)
@@ -82,7 +83,7 @@ class Router:
                 try:
                     await self._call(outcome, target, request, kind, stream, metadata)
                 except Exception as exc:  # every upstream failure is classified, none escapes
-                    failure = classify(exc)
+                    failure = _explain_missing_credentials(classify(exc), target)
                     outcome.failure = failure
                     outcome.attempts.append(Attempt(
                         target.model, target.provider, "error", _ms_since(started),
@@ -106,7 +107,7 @@ class Router:
         if self._timeout is not None:
             kwargs.setdefault("timeout", self._timeout)
         if metadata is not None:
-            kwargs["metadata"] = {**(kwargs.get("metadata") or {}), **metadata(list(outcome.attempts))}
+            kwargs["metadata"] = {**(kwargs.get("metadata") or {}), **metadata(target, list(outcome.attempts))}
         if kind == "embedding":
             outcome.response = await litellm.aembedding(**kwargs)
             return
@@ -125,6 +126,25 @@ class Router:
         except StopAsyncIteration:
             outcome.first_chunk = None
         outcome.stream = iterator
+
+
+def _explain_missing_credentials(failure: Failure, target: Target) -> Failure:
+    """litellm reports a missing provider key in provider-specific ways (a 500 for OpenAI, a 401 for
+    Anthropic); say plainly which variable the engine's environment lacks."""
+    text = failure.message.lower()
+    if "api_key" in target.params or not any(w in text for w in ("credential", "api key", "api_key")):
+        return failure
+    try:
+        missing = litellm.validate_environment(model=target.model).get("missing_keys") or []
+    except Exception:
+        return failure
+    if not missing:
+        return failure
+    return dataclasses.replace(
+        failure, kind="upstream_auth", retry_same=False, client_status=502, client_type="upstream_error",
+        client_code="upstream_auth",
+        message=f"no credentials for provider {target.provider}: set {' or '.join(missing)} in the engine's "
+                f"environment, or api_key in the model's litellm_params")
 
 
 def _ms_since(started: float) -> float:

@@ -176,6 +176,8 @@ def _value_group(name: str, need_digit: bool = False) -> _Validator:
 
 def _left_boundary_ok(text: str, i: int) -> bool:
     """True if a candidate may start at ``text[i]`` (word start)."""
+    if i == 0:
+        return True
     c = text[i - 1]
     if not (c.isascii() and (c.isalnum() or c == "_")):
         return True
@@ -241,9 +243,11 @@ def _iban_ok(compact: str) -> bool:
 
 
 def _iban(text: str, s: int, e: int, m: re.Match[str]) -> _Span:
+    # Triggered at the first check digit: the country code is text[s-2:s].
     # The candidate regex is greedy; a trailing group that belongs to the
     # following text would break the checksum, so also try shorter
     # prefixes ending at group boundaries.
+    s -= 2
     cand = text[s:e]
     while True:
         compact = cand.replace(" ", "")
@@ -307,9 +311,9 @@ def _ipv6(text: str, s: int, e: int, m: re.Match[str]) -> _Span:
     # The match starts at the first ":" (text[s]); the first group (0-4 hex
     # digits) lies left of it.
     i = s
-    while i > s - 4 and text[i - 1] in _HEX_CHARS:
+    while i > 0 and i > s - 4 and text[i - 1] in _HEX_CHARS:
         i -= 1
-    if text[i - 1] in ":." or not _left_boundary_ok(text, i):
+    if (i > 0 and text[i - 1] in ":.") or not _left_boundary_ok(text, i):
         return None
     cand = text[i:e]
     while cand.endswith(":") and not cand.endswith("::"):
@@ -318,16 +322,16 @@ def _ipv6(text: str, s: int, e: int, m: re.Match[str]) -> _Span:
     nxt = text[e : e + 2]
     if nxt[:1].isalnum() or nxt[:1] == "_" or (nxt[:1] == "." and nxt[1:2].isdigit()):
         return None
-    try:
-        ipaddress.IPv6Address(cand)
-    except ValueError:
-        return None
     # Require some substance: "::", "::2" (slices), "ab::cd" are not
     # addresses anyone redacts for; "fe80::1", "2001:db8::1" are.
     groups = _HEX_GROUPS.findall(cand)
     if len(groups) < 2:
         return None
     if len(groups) < 3 and max(len(g) for g in groups) < 3:
+        return None
+    try:
+        ipaddress.IPv6Address(cand)
+    except ValueError:
         return None
     return i, e
 
@@ -374,61 +378,95 @@ def _phone(lo: int, hi: int, hi_00: int | None = None) -> _Validator:
 # --------------------------------------------------------------------------
 # Patterns.
 #
-# The combined regex starts with one character class, the "trigger" chars
-# (digits, upper-case letters, "b", and "-_:@(+"): CPython's regex engine
-# then skips from trigger to trigger at C speed and only tries the
-# alternatives there (about one char in ten of ordinary text). Every
-# candidate is found at a trigger char:
+# Speed: CPython's regex engine can skip at C speed to the next position
+# whose char is in a set, but only if every top-level alternative of the
+# pattern starts with a literal char. So the combined regex is one
+# alternative per "trigger" char (each digit, each upper-case letter, "b",
+# "J", "-", "_", "@", ":", "(", "+"), each holding the specs that can start
+# at that char, in priority order. Ordinary prose is skipped without ever
+# entering the alternatives (roughly one char in ten is a trigger), and at a
+# trigger the engine rejects the other alternatives by their first char.
+# Every candidate is found at its trigger char:
 #
-# * digits / upper case / "(" / "+" / "b"(earer): the candidate's first char,
-#   which must sit at a word start (after a char that is not an ASCII word
-#   char, or right after a "\n"-style escape in JSON-escaped text);
-# * "-" / "_": the separator of a prefixed key (sk-, ghp_, xoxb-, ...); the
-#   prefix is checked with a lookbehind and added back by the validator;
-# * "@": e-mail, the local part is found by walking left in the validator;
-# * ":": IPv6 (first colon; the first hex group is found by walking left)
-#   and scheme://user:password@ URLs.
+# * digits / upper case / "(" / "+" / "b"(earer): the candidate's first
+#   char, which must sit at a word start (after a char that is not an ASCII
+#   word char, or right after a "\n"-style escape in JSON-escaped text);
+# * "-" / "_" / "J": the char after a key prefix (sk-, ghp_, xoxb-, eyJ...);
+#   the prefix is checked with a lookbehind and added back by the validator;
+# * "@": e-mail; the local part is found by walking left in the validator;
+# * ":": IPv6 (its first colon; the first hex group is found by walking
+#   left) and scheme://user:password@ URLs.
 #
-# Each spec: (marker, type, first, rest, validator). ``first`` is the class
-# of the trigger char, ``rest`` is matched after it (lookbehinds in
-# ``rest`` see the trigger char). Priority = order in _SPECS: the first
-# alternative that matches at a trigger wins; if its validator rejects the
-# candidate, the following alternatives are tried at the same trigger.
+# Each spec: (marker, type, triggers, guard, rest, validator).
+# ``triggers`` lists the trigger chars; ``guard`` and then ``rest`` are
+# matched after the trigger (their lookbehinds see the trigger char);
+# ``guard`` is shared by consecutive specs (_WS: the trigger sits at a word
+# start). Priority = order in _SPECS: the
+# first spec that matches at a trigger wins; if its validator rejects the
+# candidate, the following specs are tried at the same trigger, then the
+# scan moves on by one char.
 # --------------------------------------------------------------------------
 
 _WORD = "A-Za-z0-9_"
+# After the first char: it sits at a word start (not after an ASCII word
+# char, unless that is the letter of a "\n"/"\r"/"\t" escape).
+# (One lookbehind settles the common case: after a word char other than
+# n/r/t the candidate is rejected right away.)
+_WORD_START = r"(?<![A-Za-mo-qsu-z0-9_].)(?:(?<![nrt].)|(?<=\\..))"
+_DIGITS = "0123456789"
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-def _start(excluded: str = "") -> str:
-    """After the first char: it must sit at a word start.
-
-    Not preceded by an ASCII word char nor by any char of ``excluded``,
-    unless the char before is the letter of a "\n"/"\r"/"\t" escape.
-    """
-    return rf"(?:(?<![{_WORD}{excluded}].)|(?<=\\[nrt].))"
+def _not_after(excluded: str) -> str:
+    """After the first char: the char before it is not in ``excluded``."""
+    return rf"(?<![{excluded}].)"
 
 
-def _after_prefix(prefix: str) -> str:
-    """After the separator: ``prefix`` (ending with the separator) is right
-    before and starts at a word start (not after a word char or "-")."""
-    n = re.escape(prefix)
-    return rf"(?:(?<=[^{_WORD}\-]{n})|(?<=\\[nrt]{n}))"
+def _after_prefix(prefix: str, k: int | None = None) -> str:
+    """At the trigger (the last char of ``prefix``): ``prefix`` is right
+    there and starts at a word start (not after a word char or "-").
+
+    ``prefix`` is a regex without the trigger char, of fixed width ``k``
+    (default: its length as a literal) plus the trigger."""
+    k = (len(prefix) if k is None else k) + 1
+    return rf"(?<={prefix}.)(?:(?<![{_WORD}\-].{{{k}}})|(?<=\\[nrt].{{{k}}}))"
 
 
 _LABEL = f"A-Za-z0-9{_LATIN}"
-_PEM_HEAD = r"----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"  # after "-"
 _PEM_END = r"-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
 _NL = r"(?:[ \t]*(?:\r?\n|\\r\\n|\\n))"
 _NOT_AFTER = r"(?![A-Za-z0-9_]|[.\-/]\d)"  # end of a number-like candidate
 _KEY = r"[A-Za-z0-9]"
+# Left of the first colon of an IPv6 address: 0-4 hex digits at a word
+# start (not after a word char, ":" or "."). With fewer than 2 of them, the
+# rest must hold a run of >= 2 hex digits (so "[::2]", "[1::3]" slices are
+# dropped here already; see _ipv6 for the full rule).
+_IPV6_LEFT = (
+    rf"(?:(?:(?<=[^{_WORD}:.]:)|(?<=\\[nrt]:)|(?<=\A:)"
+    rf"|(?<=[^{_WORD}:.][0-9A-Fa-f]:)|(?<=\\[nrt][0-9A-Fa-f]:)|(?<=\A[0-9A-Fa-f]:))"
+    rf"(?=[0-9A-Fa-f:]*[0-9A-Fa-f]{{2}})"
+    + "".join(
+        rf"|(?<=[^{_WORD}:.][0-9A-Fa-f]{{{k}}}:)|(?<=\\[nrt][0-9A-Fa-f]{{{k}}}:)"
+        rf"|(?<=\A[0-9A-Fa-f]{{{k}}}:)"
+        for k in range(2, 5)
+    )
+    + ")"
+)
 
-_SPECS: tuple[tuple[str, str, str, str, _Validator], ...] = (
+_Spec = tuple[str, str, str, str, str, _Validator]
+_WS = _WORD_START
+# Cheap shared pre-checks for the keys found at their "-" / "_" separator:
+# the char before the separator is the last char of one of the prefixes.
+_DASH_KEY = r"(?<=[kixabposr].)"
+_UNDERSCORE_KEY = r"(?<=[kpousrbf8].)"
+_SPECS: tuple[_Spec, ...] = (
     # ---- digits
     (
         "card",
         "CREDIT_CARD",
-        "0-9",
-        _start(r".,+\-")
+        _DIGITS,
+        _WS,
+        _not_after(r".,+\-")
         + r"(?:\d{12,18}(?![A-Za-z0-9_]|[.,]\d)"
         + r"|\d{3}(?P<card_sep>[ \-])\d{4,6}(?:(?P=card_sep)\d{3,5}){1,3}(?![A-Za-z0-9_]|[.,]\d))",
         _card,
@@ -436,31 +474,35 @@ _SPECS: tuple[tuple[str, str, str, str, _Validator], ...] = (
     (
         "ssn",
         "SSN",
-        "0-9",
-        _start(r".\-") + r"\d\d-\d\d-\d{4}(?![A-Za-z0-9_]|-\d)",
+        _DIGITS,
+        _WS,
+        _not_after(r".\-") + r"\d\d-\d\d-\d{4}(?![A-Za-z0-9_]|-\d)",
         _ssn,
     ),
     (
         "ipv4",
         "IP_ADDRESS",
-        "0-9",
-        _start(".") + r"\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![A-Za-z0-9_]|\.\d)",
+        _DIGITS,
+        _WS,
+        _not_after(".") + r"\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![A-Za-z0-9_]|\.\d)",
         _ipv4,
     ),
     (
         "phone_na",
         "PHONE",
-        "2-9",
+        "23456789",
+        _WS,
         # 415-555-2671, 415.555.2671 (same separator twice)
-        _start(r".+/\-") + r"\d\d(?P<na_sep>[.\-])[2-9]\d\d(?P=na_sep)\d{4}" + _NOT_AFTER,
+        _not_after(r".+/\-") + r"\d\d(?P<na_sep>[.\-])[2-9]\d\d(?P=na_sep)\d{4}" + _NOT_AFTER,
         _whole,
     ),
     (
         "phone_na1",
         "PHONE",
         "1",
+        _WS,
         # 1-800-555-0199, 1 800 555 0199, 1.800.555.0199
-        _start(r".+/\-")
+        _not_after(r".+/\-")
         + r"(?P<na1_sep>[ .\-])[2-9]\d\d(?P=na1_sep)[2-9]\d\d(?P=na1_sep)\d{4}" + _NOT_AFTER,
         _whole,
     ),
@@ -468,51 +510,59 @@ _SPECS: tuple[tuple[str, str, str, str, _Validator], ...] = (
         "phone_national",
         "PHONE",
         "0",
+        _WS,
         # Trunk-0 national numbers with separators (UK/DE/FR/NL/...), and
         # 00<cc> international prefix: 020 7946 0958, 06 12 34 56 78,
         # 030/1234-5678, 0044 20 7946 0958.
-        _start(r".+/\-")
+        _not_after(r".+/\-")
         + r"(?:0[1-9]\d{0,2}|[1-9]\d{0,3})[ ./\-]\d{2,8}+(?:[ .\-]\d{2,8}+){0,5}" + _NOT_AFTER,
         _phone(9, 12, hi_00=17),
+    ),
+    (
+        # Found at its first check digit (so that upper-case letters need
+        # not be triggers); the country code is checked by lookbehind.
+        "iban",
+        "IBAN",
+        _DIGITS,
+        _after_prefix("[A-Z][A-Z]", 2),
+        r"\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])",
+        _iban,
     ),
     # ---- upper case
     (
         "aws_google",
         "SECRET",
         "A",
-        _start("-") + r"(?:(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9])|Iza[A-Za-z0-9_\-]{35})",
+        _WS,
+        _not_after("-") + r"(?:(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9])|Iza[A-Za-z0-9_\-]{35})",
         _whole,
     ),
     (
         "bearer",
         "SECRET",
         "B",
+        _WS,
         # Keeps the word: "Bearer [SECRET]".
-        _start() + r"(?:earer|EARER)[ \t]+(?P<bearer_v>[A-Za-z0-9._~+/\-]{16,}=*)",
+        r"(?:earer|EARER)[ \t]+(?P<bearer_v>[A-Za-z0-9._~+/\-]{16,}=*)",
         _value_group("bearer_v", need_digit=True),
     ),
     (
         "jwt",
         "SECRET",
         "J",
-        _after_prefix("eyJ") + r"[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]*",
+        "",
+        _after_prefix("ey") + r"[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]*",
         _prefixed(2),
-    ),
-    (
-        "iban",
-        "IBAN",
-        "A-Z",
-        _start() + r"[A-Z]\d\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])",
-        _iban,
     ),
     # ---- "-" and "_": PEM and prefixed keys
     (
         "pem",
         "SECRET",
         "-",
+        "",
         # Whole block when the END line is there (within 16 KiB); otherwise
         # the header plus every following base64-ish line (truncated key).
-        _PEM_HEAD
+        r"----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
         + r"(?:[\s\S]{0,16384}?" + _PEM_END
         + r"|(?:" + _NL + r"+[A-Za-z0-9+/=:, -]{8,})*)",
         _whole,
@@ -523,49 +573,54 @@ _SPECS: tuple[tuple[str, str, str, str, _Validator], ...] = (
         "sk",
         "SECRET",
         "-",
-        _after_prefix("sk-") + r"[A-Za-z0-9_\-]{20,}",
+        _DASH_KEY,
+        _after_prefix("sk") + r"[A-Za-z0-9_\-]{20,}",
         _prefixed(2, need_digit=True),
     ),
-    ("xai", "SECRET", "-", _after_prefix("xai-") + _KEY + "{20,}", _prefixed(3)),
-    ("pplx", "SECRET", "-", _after_prefix("pplx-") + _KEY + "{30,}", _prefixed(4)),
+    ("xai", "SECRET", "-", _DASH_KEY, _after_prefix("xai") + _KEY + "{20,}", _prefixed(3)),
+    ("pplx", "SECRET", "-", _DASH_KEY, _after_prefix("pplx") + _KEY + "{30,}", _prefixed(4)),
     (
         "slack",
         "SECRET",
         "-",
-        rf"(?:{_after_prefix('xoxa-')}|{_after_prefix('xoxb-')}|{_after_prefix('xoxp-')}"
-        rf"|{_after_prefix('xoxo-')}|{_after_prefix('xoxs-')}|{_after_prefix('xoxr-')})"
+        _DASH_KEY,
+        _after_prefix("xox[abposr]", 4)
         + r"[A-Za-z0-9\-]{10,}",
         _prefixed(4),
     ),
     (
-        # Stripe secret / restricted keys.
+        # Stripe secret / restricted keys: sk_live_, rk_test_, ...
         "stripe",
         "SECRET",
         "_",
-        rf"(?:{_after_prefix('sk_')}|{_after_prefix('rk_')})(?:live|test)_" + _KEY + "{16,}",
+        _UNDERSCORE_KEY,
+        _after_prefix("[sr]k", 2)
+        + r"(?:live|test)_" + _KEY + "{16,}",
         _prefixed(2),
     ),
     (
         "github",
         "SECRET",
         "_",
-        rf"(?:{_after_prefix('ghp_')}|{_after_prefix('gho_')}|{_after_prefix('ghu_')}"
-        rf"|{_after_prefix('ghs_')}|{_after_prefix('ghr_')})" + _KEY + "{30,}",
+        _UNDERSCORE_KEY,
+        _after_prefix("gh[pousr]", 3) + _KEY + "{30,}",
         _prefixed(3),
     ),
     (
         "github_pat",
         "SECRET",
         "_",
-        _after_prefix("github_") + r"pat_[A-Za-z0-9_]{22,}",
+        _UNDERSCORE_KEY,
+        _after_prefix("github") + r"pat_[A-Za-z0-9_]{22,}",
         _prefixed(6),
     ),
-    ("groq", "SECRET", "_", _after_prefix("gsk_") + _KEY + "{20,}", _prefixed(3)),
+    ("groq", "SECRET", "_", _UNDERSCORE_KEY, _after_prefix("gsk") + _KEY + "{20,}", _prefixed(3)),
     (
         "hf_r8",
         "SECRET",
         "_",
-        rf"(?:{_after_prefix('hf_')}|{_after_prefix('r8_')})" + _KEY + "{30,}",
+        _UNDERSCORE_KEY,
+        _after_prefix("(?:hf|r8)", 2) + _KEY + "{30,}",
         _prefixed(2),
     ),
     # ---- lower-case "bearer"
@@ -573,7 +628,8 @@ _SPECS: tuple[tuple[str, str, str, str, _Validator], ...] = (
         "bearer_lower",
         "SECRET",
         "b",
-        _start() + r"earer[ \t]+(?P<bearer_lower_v>[A-Za-z0-9._~+/\-]{16,}=*)",
+        _WS,
+        r"earer[ \t]+(?P<bearer_lower_v>[A-Za-z0-9._~+/\-]{16,}=*)",
         _value_group("bearer_lower_v", need_digit=True),
     ),
     # ---- "@", ":", "(", "+"
@@ -581,6 +637,7 @@ _SPECS: tuple[tuple[str, str, str, str, _Validator], ...] = (
         "email",
         "EMAIL",
         "@",
+        "",
         f"[{_LABEL}](?:[{_LABEL}\\-]*[{_LABEL}])?"
         + f"(?:\\.[{_LABEL}](?:[{_LABEL}\\-]*[{_LABEL}])?)*\\.[A-Za-z]{{2,24}}(?![A-Za-z0-9_\\-])",
         _email,
@@ -589,6 +646,7 @@ _SPECS: tuple[tuple[str, str, str, str, _Validator], ...] = (
         "urlcred",
         "SECRET",
         ":",
+        "",
         # scheme://user:PASSWORD@host -> only the password is replaced.
         r"(?<=[A-Za-z0-9+.\-]:)//[^\s/:@\"'<>]{1,128}:(?P<urlcred_v>[^\s/@\"'<>]{1,256})@",
         _value_group("urlcred_v"),
@@ -597,19 +655,21 @@ _SPECS: tuple[tuple[str, str, str, str, _Validator], ...] = (
         "ipv6",
         "IP_ADDRESS",
         ":",
+        "",
         # From the first colon. Needs "::" or 7 colons (6 with an embedded
         # IPv4), which already rules out times and MAC addresses.
         r"(?=:|[0-9A-Fa-f:]*::|(?:[0-9A-Fa-f]{1,4}:){5})"
+        + _IPV6_LEFT
         + r"(?:[0-9A-Fa-f:]*:)?(?:\d{1,3}(?:\.\d{1,3}){3}(?![\d.])|[0-9A-Fa-f]{0,4})",
         _ipv6,
     ),
     (
         "phone_paren",
         "PHONE",
-        r"(",
+        "(",
+        _WS,
         # (415) 555-2671, (030) 1234 5678
-        _start()
-        + r"(?:[2-9]\d\d\)[ .\-]?[2-9]\d\d[ .\-]\d{4}"
+        r"(?:[2-9]\d\d\)[ .\-]?[2-9]\d\d[ .\-]\d{4}"
         + r"|0[1-9]\d{0,3}\)[ ]?\d{2,8}+(?:[ .\-]\d{2,8}+){0,4})" + _NOT_AFTER,
         _phone(9, 12),
     ),
@@ -617,37 +677,55 @@ _SPECS: tuple[tuple[str, str, str, str, _Validator], ...] = (
         "phone_intl",
         "PHONE",
         "+",
+        _WS,
         # +<cc> then up to 7 groups, one optional separator between groups.
         # Atomic group: no exponential re-splitting of long digit runs.
-        _start("+") + r"(?>\d{1,3}(?:[ .\-]?(?:\(\d{1,4}\)|\d{1,6}+)){1,7})" + _NOT_AFTER,
+        _not_after("+") + r"(?>\d{1,3}(?:[ .\-]?(?:\(\d{1,4}\)|\d{1,6}+)){1,7})" + _NOT_AFTER,
         _phone(7, 15),
     ),
 )
 
-
-def _cls(first: str) -> str:
-    return "[" + first.replace("\\", "\\\\").replace("(", "\\(").replace("+", "\\+") + "]"
+_GROUP_NAME = re.compile(r"\(\?P([<=])([A-Za-z_][A-Za-z0-9_]*)")
 
 
-def _combined_pattern(specs: list[tuple[str, str, str, str, _Validator]]) -> str:
-    """``[all trigger chars]`` + alternatives grouped by trigger class."""
-    firsts: list[str] = []
-    groups: dict[str, list[str]] = {}
-    for marker, _, first, rest, _ in specs:
-        key = _GROUP_OF.get(first, first)
-        alt = rest if first == key else f"(?<={_cls(first)}){rest}"
-        groups.setdefault(key, []).append(f"{alt}(?P<{marker}>)")
-        if first not in firsts:
-            firsts.append(first)
-    branches = [
-        f"(?<={_cls(key)})(?:{'|'.join(alts)})" for key, alts in groups.items()
-    ]
-    trigger = _cls("".join(firsts)).replace("[", "[", 1)
-    return trigger + "(?:" + "|".join(branches) + ")"
+def _build(specs: Iterable[_Spec]) -> tuple[str, dict[str, tuple[str, str]]]:
+    """The combined pattern, and marker group name -> (spec marker, type).
 
-
-# Trigger classes that share one branch of the combined regex.
-_GROUP_OF = {"2-9": "0-9", "1": "0-9", "0": "0-9", "A": "A-Z", "B": "A-Z", "J": "A-Z"}
+    One top-level alternative per trigger char, holding that char's specs
+    in priority order; consecutive specs with the same guard (e.g. the
+    word-start check) share one copy of it. Specs used under several trigger chars get their group names
+    suffixed per copy (group names must be unique).
+    """
+    specs = list(specs)
+    triggers: list[str] = []
+    for spec in specs:
+        for ch in spec[2]:
+            if ch not in triggers:
+                triggers.append(ch)
+    # The engine compares the trigger with each top-level alternative in
+    # turn: put the frequent ones first (digits, punctuation), the 26
+    # upper-case letters last.
+    triggers.sort(key=lambda c: (c.isalpha() and c.isupper(), c.isalpha()))
+    markers: dict[str, tuple[str, str]] = {}
+    branches: list[str] = []
+    for ti, ch in enumerate(triggers):
+        runs: list[tuple[str, list[str]]] = []
+        for marker, typ, chars, guard, rest, _ in specs:
+            if ch not in chars:
+                continue
+            name = marker
+            if len(chars) > 1:
+                name = f"{marker}__{ti}"
+                rest = _GROUP_NAME.sub(lambda g: f"(?P{g[1]}{g[2]}__{ti}", rest)
+            markers[name] = (marker, typ)
+            alt = f"{rest}(?P<{name}>)"
+            if runs and runs[-1][0] == guard:
+                runs[-1][1].append(alt)
+            else:
+                runs.append((guard, [alt]))
+        parts = [f"{guard}(?:{'|'.join(alts)})" for guard, alts in runs]
+        branches.append(re.escape(ch) + "(?:" + "|".join(parts) + ")")
+    return "|".join(branches), markers
 
 
 @dataclass(frozen=True, slots=True)
@@ -668,7 +746,7 @@ class Redactor:
     between threads.
     """
 
-    __slots__ = ("types", "_combined", "_order", "_singles", "_info")
+    __slots__ = ("types", "_combined", "_order", "_singles", "_info", "_validators")
 
     def __init__(self, types: Iterable[str] | None = None) -> None:
         wanted = set(TYPES if types is None else types)
@@ -678,14 +756,22 @@ class Redactor:
         self.types = frozenset(wanted)
         specs = [s for s in _SPECS if s[1] in wanted]
         self._order = tuple(s[0] for s in specs)
-        # marker -> (placeholder type, validator)
-        self._info = {s[0]: (s[1], s[4]) for s in specs}
-        self._combined = re.compile(_combined_pattern(specs)) if specs else None
-        # One pattern per alternative, to retry the lower-priority
-        # alternatives at a trigger where a validator said no.
+        validators = {s[0]: (s[1], s[5]) for s in specs}
+        self._validators = validators
+        pattern, markers = _build(specs) if specs else ("", {})
+        self._combined = re.compile(pattern) if specs else None
+        # marker group name -> (spec marker, placeholder type, validator)
+        self._info = {
+            name: (marker, typ, validators[marker][1])
+            for name, (marker, typ) in markers.items()
+        }
+        # One pattern per spec, to retry the lower-priority specs at a
+        # trigger where a validator said no.
         self._singles = tuple(
-            re.compile(f"{_cls(first)}{rest}(?P<{marker}>)")
-            for marker, _, first, rest, _ in specs
+            re.compile(
+                "[" + re.escape(chars) + "]" + guard + f"(?:{rest})(?P<{marker}>)"
+            )
+            for marker, _, chars, guard, rest, _ in specs
         )
 
     # ------------------------------------------------------------------ scan
@@ -696,36 +782,30 @@ class Redactor:
             if m is None:
                 continue
             name = order[j]
-            typ, validate = self._info[name]
+            typ, validate = self._validators[name]
             span = validate(text, s, m.end(), m)
             if span is not None:
                 return typ, span[0], span[1], name
         return None
 
-    def scan(self, text: str) -> list[Finding]:
-        """Non-overlapping findings in ``text``, sorted by position."""
-        if self._combined is None or not text:
-            return []
-        # A leading newline gives a candidate at offset 0 a char to look
-        # behind at (boundary checks are lookbehinds).
-        padded = "\n" + text
+    def _scan(self, text: str) -> list[tuple[str, int, int, str]]:
+        """(type, start, end, marker) of each finding, left to right."""
+        hits: list[tuple[str, int, int, str]] = []
         search = self._combined.search
         info = self._info
-        hits: list[tuple[str, int, int, str]] = []
-        pos = 1
-        n = len(padded)
+        pos = 0
+        n = len(text)
         while pos < n:
-            m = search(padded, pos)
+            m = search(text, pos)
             if m is None:
                 break
-            marker = m.lastgroup
             s = m.start()  # the trigger char
-            typ, validate = info[marker]
-            span = validate(padded, s, m.end(), m)
+            marker, typ, validate = info[m.lastgroup]
+            span = validate(text, s, m.end(), m)
             if span is not None:
                 hit = (typ, span[0], span[1], marker)
             else:
-                hit = self._retry(marker, padded, s)
+                hit = self._retry(marker, text, s)
                 if hit is None:
                     pos = s + 1
                     continue
@@ -736,28 +816,36 @@ class Redactor:
                 # takes back text an earlier finding replaced
                 # (scheme://user:[SECRET]@host is not an e-mail address).
                 if hit[3] == "email" and hits[-1][2] < s:
-                    start = hits[-1][2]
+                    hit = (typ, hits[-1][2], hit[2], marker)
                 else:
                     pos = s + 1
                     continue
-            hits.append((hit[0], start, hit[2], hit[3]))
+            hits.append(hit)
             pos = max(hit[2], s + 1)
-        return [Finding(t, a - 1, b - 1, p) for t, a, b, p in hits]
+        return hits
+
+    def scan(self, text: str) -> list[Finding]:
+        """Non-overlapping findings in ``text``, left to right."""
+        if self._combined is None or not text:
+            return []
+        return [Finding(*h) for h in self._scan(text)]
 
     # ---------------------------------------------------------------- redact
     def redact_text(self, text: str) -> tuple[str, int]:
         """Return ``(redacted_text, number_of_replacements)``."""
-        findings = self.scan(text)
-        if not findings:
+        if self._combined is None or not text:
+            return text, 0
+        hits = self._scan(text)
+        if not hits:
             return text, 0
         parts: list[str] = []
         last = 0
-        for f in findings:
-            parts.append(text[last : f.start])
-            parts.append(PLACEHOLDERS[f.type])
-            last = f.end
+        for typ, start, end, _ in hits:
+            parts.append(text[last:start])
+            parts.append(PLACEHOLDERS[typ])
+            last = end
         parts.append(text[last:])
-        return "".join(parts), len(findings)
+        return "".join(parts), len(hits)
 
     def redact(self, obj: Any) -> tuple[Any, int]:
         """Redact every string inside a JSON-like structure.

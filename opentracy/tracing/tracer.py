@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 class Tracer:
     """No-op tracer: the hooks the gateway calls on every request."""
 
+    def register(self) -> None:
+        pass
+
     def call_metadata(self, ctx: "RequestContext", route: "Route") -> "MetadataFactory | None":
         return None
 

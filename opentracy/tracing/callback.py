@@ -1,0 +1,177 @@
+"""The litellm ``CustomLogger`` that turns each litellm call into one :class:`TraceRecord`.
+
+The same class serves both deployments: registered by the gateway at start-up (its calls carry
+``metadata["opentracy"]`` with the alias, trace id and earlier attempts), and loaded by an existing
+litellm proxy through ``callbacks/opentracy_callback.py`` (``source = "litellm_proxy"``).
+
+For gateway calls only successes are recorded here: a failed attempt may still be followed by a
+fallback, which only the gateway knows, so the gateway records final failures itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from typing import Any, Callable, Mapping
+
+from litellm.integrations.custom_logger import CustomLogger
+
+from opentracy import __version__
+from opentracy.tracing.record import TraceRecord
+
+log = logging.getLogger("opentracy.tracing")
+
+GATEWAY_METADATA_KEY = "opentracy"
+PARAMS_NOT_RECORDED = {"tools", "stream", "stream_options", "metadata", "user", "max_retries", "num_retries"}
+
+Sink = Callable[[TraceRecord], None]
+
+
+class OpenTracyLogger(CustomLogger):
+    """Hook names and parameters are exactly litellm's: ``(kwargs, response_obj, start_time, end_time)``."""
+
+    def __init__(self, sink: Sink) -> None:
+        super().__init__()
+        self._sink = sink
+
+    async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):  # type: ignore[no-untyped-def]
+        self._emit(kwargs, response_obj, start_time, end_time, ok=True)
+
+    async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):  # type: ignore[no-untyped-def]
+        self._emit(kwargs, response_obj, start_time, end_time, ok=False)
+
+    def log_success_event(self, kwargs, response_obj, start_time, end_time):  # type: ignore[no-untyped-def]
+        self._emit(kwargs, response_obj, start_time, end_time, ok=True)
+
+    def log_failure_event(self, kwargs, response_obj, start_time, end_time):  # type: ignore[no-untyped-def]
+        self._emit(kwargs, response_obj, start_time, end_time, ok=False)
+
+    def _emit(self, kwargs: Mapping[str, Any], response_obj: Any, start_time: Any, end_time: Any, *, ok: bool) -> None:
+        try:
+            gateway = gateway_metadata(kwargs)
+            if gateway is not None and not ok:
+                return  # the gateway records the request's final failure, with every attempt
+            self._sink(record_from_litellm(kwargs, response_obj, start_time, end_time, ok=ok, gateway=gateway))
+        except Exception:  # tracing must never break a call
+            log.exception("could not build a trace record from a litellm callback")
+
+
+def gateway_metadata(kwargs: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
+    value = metadata.get(GATEWAY_METADATA_KEY) if isinstance(metadata, Mapping) else None
+    return value if isinstance(value, Mapping) else None
+
+
+def record_from_litellm(kwargs: Mapping[str, Any], response_obj: Any, start_time: Any, end_time: Any, *,
+                        ok: bool, gateway: Mapping[str, Any] | None) -> TraceRecord:
+    """One litellm call (its ``standard_logging_object``) as a trace record."""
+    slo: Mapping[str, Any] = kwargs.get("standard_logging_object") or {}
+    started = _seconds(slo.get("startTime"), start_time)
+    ended = _seconds(slo.get("endTime"), end_time)
+    first_token = _seconds(slo.get("completionStartTime"), kwargs.get("completion_start_time"))
+    stream = bool(slo.get("stream") or kwargs.get("stream"))
+    provider = str(slo.get("custom_llm_provider") or kwargs.get("custom_llm_provider") or "")
+    hidden = slo.get("hidden_params") or {}
+    model = str(slo.get("model") or kwargs.get("model") or "")
+    selected = str(hidden.get("litellm_model_name") or (f"{provider}/{model}" if provider and "/" not in model
+                                                         else model))
+    params = dict(slo.get("model_parameters") or kwargs.get("optional_params") or {})
+    choice = _first_choice(slo.get("response") if ok else None)
+    message = choice.get("message") or {}
+    error = slo.get("error_information") or {}
+    attempt = {"model": selected, "status": "ok" if ok else "error",
+               "error": None if ok else str(slo.get("error_str") or ""),
+               "latency_ms": round((ended - started) * 1000.0, 3)}
+
+    record = TraceRecord(
+        start_time=datetime.fromtimestamp(started).astimezone(),
+        end_time=datetime.fromtimestamp(ended).astimezone(),
+        provider=provider,
+        selected_model=selected,
+        status="ok" if ok else "error",
+        error_type="" if ok else str(error.get("error_class") or "error"),
+        error_message="" if ok else str(slo.get("error_str") or ""),
+        http_status=200 if ok else _int(error.get("error_code"), 500),
+        stream=stream,
+        ttft_ms=(first_token - started) * 1000.0 if stream and first_token else None,
+        latency_ms=(ended - started) * 1000.0,
+        prompt_tokens=_int(slo.get("prompt_tokens")),
+        completion_tokens=_int(slo.get("completion_tokens")),
+        total_tokens=_int(slo.get("total_tokens")),
+        cost_usd=float(slo.get("response_cost") or 0.0),
+        attempts=[attempt],
+        messages=slo.get("messages") or kwargs.get("messages") or [],
+        response=message.get("content") or "",
+        tools=params.pop("tools", None) or [],
+        tool_calls=message.get("tool_calls") or [],
+        finish_reason=str(choice.get("finish_reason") or ""),
+        request_params={k: v for k, v in params.items() if k not in PARAMS_NOT_RECORDED},
+        user=str(slo.get("end_user") or kwargs.get("user") or ""),
+        source="litellm_proxy",
+        version=__version__,
+    )
+    if gateway is None:
+        _add_proxy_facts(record, slo)
+    else:
+        _add_gateway_facts(record, gateway, started, ended)
+    return record
+
+
+def _add_proxy_facts(record: TraceRecord, slo: Mapping[str, Any]) -> None:
+    """Inside a litellm proxy: the client asked for the model group; the key has an alias."""
+    metadata = slo.get("metadata") or {}
+    record.requested_model = str(slo.get("model_group") or record.selected_model)
+    record.api_key_name = str(metadata.get("user_api_key_alias") or "")
+    tags = slo.get("request_tags") or []
+    requester = metadata.get("requester_metadata") or {}
+    record.metadata = {**({"tags": list(tags)} if tags else {}), **dict(requester)}
+
+
+def _add_gateway_facts(record: TraceRecord, gateway: Mapping[str, Any], call_started: float, ended: float) -> None:
+    """From the gateway: the request's identity, and the attempts that failed before this one."""
+    record.source = "gateway"
+    record.trace_id = str(gateway.get("trace_id") or record.trace_id)
+    record.alias = str(gateway.get("alias") or "")
+    record.requested_model = str(gateway.get("requested_model") or "")
+    record.api_key_name = str(gateway.get("key_name") or "")
+    record.user = str(gateway.get("user") or record.user)
+    record.metadata = dict(gateway.get("client_metadata") or {})
+    prior = list(gateway.get("prior_attempts") or [])
+    record.attempts = prior + record.attempts
+    record.fallback_used = bool(gateway.get("fallback_used", bool(prior)))
+    request_started = gateway.get("start_time")
+    if isinstance(request_started, (int, float)):
+        # The trace covers the whole request (earlier attempts included), as _latency_ms does.
+        record.start_time = datetime.fromtimestamp(request_started).astimezone()
+        record.latency_ms = (ended - request_started) * 1000.0
+        if record.ttft_ms is not None:  # measured from the request's arrival, as the client sees it
+            record.ttft_ms += (call_started - request_started) * 1000.0
+    if gateway.get("selected_model"):
+        record.selected_model = str(gateway["selected_model"])
+
+
+def _first_choice(response: Any) -> Mapping[str, Any]:
+    if hasattr(response, "model_dump"):
+        response = response.model_dump()
+    if isinstance(response, Mapping):
+        choices = response.get("choices") or []
+        if choices and isinstance(choices[0], Mapping):
+            return choices[0]
+    return {}
+
+
+def _seconds(value: Any, fallback: Any = None) -> float:
+    for candidate in (value, fallback):
+        if isinstance(candidate, (int, float)) and not isinstance(candidate, bool):
+            return float(candidate)
+        if isinstance(candidate, datetime):
+            return candidate.timestamp()
+    return time.time()
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default

@@ -1,0 +1,183 @@
+"""Tracing for the gateway: the store, the writer, the litellm callback and the gateway's own events.
+
+litellm reports each successful call through :class:`OpenTracyLogger`; the gateway adds what litellm
+never reports: requests rejected before any provider call, requests whose every attempt failed, and
+streams the client abandoned (with their partial output) or that broke midway.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import litellm
+
+from opentracy import __version__
+from opentracy.config import Settings
+from opentracy.store import TraceStore
+from opentracy.tracing.callback import GATEWAY_METADATA_KEY, PARAMS_NOT_RECORDED, OpenTracyLogger
+from opentracy.tracing.policy import TracePolicy
+from opentracy.tracing.record import TraceRecord
+from opentracy.tracing.tracer import Tracer
+from opentracy.tracing.writer import TraceWriter
+
+if TYPE_CHECKING:
+    from opentracy.gateway.errors import APIError
+    from opentracy.gateway.extras import RequestContext
+    from opentracy.gateway.streaming import StreamResult
+    from opentracy.routing.aliases import Route, Target
+    from opentracy.routing.router import Attempt, MetadataFactory, RouteOutcome
+
+log = logging.getLogger("opentracy.tracing")
+
+
+class GatewayTracer(Tracer):
+    """Owns the trace path for one server process: open at start, ``close()`` flushes."""
+
+    def __init__(self, settings: Settings, store: TraceStore, writer: TraceWriter) -> None:
+        self.store = store
+        self.writer = writer
+        self.policy = TracePolicy(store_content=settings.engine.trace_content, redact=settings.engine.trace_redact,
+                                  secrets=settings.secrets)
+        self.logger = OpenTracyLogger(self.submit)
+        self._auth_failures = 0
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def open(cls, settings: Settings) -> "GatewayTracer":
+        """Open the store (migrating it) and start the writer; raises StoreError/StoreLockedError."""
+        options = settings.engine
+        store = TraceStore(options.clickhouse_url, ttl_days=options.trace_ttl_days,
+                           require_connection=False)
+        writer = TraceWriter(store, Path(options.data_dir) / "spool", spool_max_bytes=options.spool_max_bytes)
+        return cls(settings, store, writer)
+
+    def register(self) -> None:
+        """Add the callback to litellm once; litellm calls it for every completion in this process."""
+        if self.logger not in litellm.callbacks:
+            litellm.callbacks.append(self.logger)
+
+    def submit(self, record: TraceRecord) -> None:
+        self.writer.submit(self.policy.apply(record))
+
+    # -- hooks called by the routes -----------------------------------------------------------
+
+    def call_metadata(self, ctx: "RequestContext", route: "Route") -> "MetadataFactory":
+        def factory(target: "Target", prior: "list[Attempt]") -> Mapping[str, Any]:
+            return {GATEWAY_METADATA_KEY: {
+                "trace_id": ctx.trace_id, "alias": route.alias, "requested_model": ctx.requested_model,
+                "selected_model": target.model, "key_name": ctx.key_name, "user": ctx.user,
+                "client_metadata": ctx.client_metadata, "start_time": ctx.start_time,
+                "prior_attempts": [a.public() for a in prior], "fallback_used": target is not route.targets[0],
+            }}
+        return factory
+
+    def auth_failed(self, ctx: "RequestContext", error: "APIError") -> None:
+        with self._lock:
+            self._auth_failures += 1
+        # No content: an unauthenticated caller does not get to write prompts into the store.
+        record = self._base(ctx, status="error", error=error)
+        record.content_stored = False
+        self.writer.submit(record)
+
+    def rejected(self, ctx: "RequestContext", error: "APIError", payload: Mapping[str, Any] | None) -> None:
+        record = self._base(ctx, status="error", error=error)
+        _add_request(record, payload)
+        self.submit(record)
+
+    def failed(self, ctx: "RequestContext", outcome: "RouteOutcome", payload: Mapping[str, Any],
+               error: "APIError") -> None:
+        record = self._base(ctx, status="error", error=error)
+        _add_request(record, payload)
+        _add_routing(record, outcome)
+        self.submit(record)
+
+    def stream_ended(self, ctx: "RequestContext", outcome: "RouteOutcome", payload: Mapping[str, Any],
+                     result: "StreamResult") -> None:
+        if result.status == "ok" or result.upstream_finished:
+            return  # litellm's success callback records it, with the provider's own numbers
+        record = self._base(ctx, status=result.status, error=None)
+        if result.status == "error":
+            record.error_type, record.error_message, record.http_status = "stream_error", result.error or "", 502
+        else:
+            record.error_type, record.http_status = "client_disconnected", 499
+        _add_request(record, payload)
+        _add_routing(record, outcome)
+        record.response = result.output
+        record.finish_reason = result.finish_reason or ""
+        record.ttft_ms = result.ttft_ms
+        if result.usage:
+            record.prompt_tokens = int(result.usage.get("prompt_tokens") or 0)
+            record.completion_tokens = int(result.usage.get("completion_tokens") or 0)
+            record.total_tokens = int(result.usage.get("total_tokens") or 0)
+        self.submit(record)
+
+    # -- operations -------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        stats = self.writer.stats()
+        return {"enabled": True, "store": str(self.store.url), "store_up": stats.get("store_up"),
+                "queue_depth": stats.get("queue_depth"), "spool_bytes": stats.get("spool_bytes")}
+
+    def prometheus(self) -> str:
+        with self._lock:
+            failures = self._auth_failures
+        return (self.writer.prometheus()
+                + "# HELP opentracy_auth_failures_total Requests refused for a missing or wrong engine key.\n"
+                + "# TYPE opentracy_auth_failures_total counter\n"
+                + f"opentracy_auth_failures_total {failures}\n")
+
+    def close(self) -> None:
+        """Flush the queue to the store (or the spool), then close the store. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.logger in litellm.callbacks:
+            litellm.callbacks.remove(self.logger)
+        self.writer.close()
+        self.store.close()
+
+    def _base(self, ctx: "RequestContext", *, status: str, error: "APIError | None") -> TraceRecord:
+        return TraceRecord(
+            trace_id=ctx.trace_id,
+            start_time=datetime.fromtimestamp(ctx.start_time).astimezone(),
+            end_time=datetime.now().astimezone(),
+            requested_model=ctx.requested_model,
+            status=status,
+            error_type=error.code or error.type if error else "",
+            error_message=error.message if error else "",
+            http_status=error.status if error else 200,
+            stream=ctx.stream,
+            latency_ms=ctx.latency_ms(),
+            api_key_name=ctx.key_name or "",
+            user=ctx.user or "",
+            metadata=dict(ctx.client_metadata or {}),
+            source="gateway",
+            version=__version__,
+        )
+
+
+def _add_request(record: TraceRecord, payload: Mapping[str, Any] | None) -> None:
+    if not payload:
+        return
+    record.messages = payload.get("messages") or []
+    record.tools = payload.get("tools") or []
+    record.request_params = {k: v for k, v in payload.items()
+                             if k not in PARAMS_NOT_RECORDED and k not in ("messages", "model", "input")}
+    if "input" in payload:  # embeddings: the input is the "prompt"
+        record.messages = [{"role": "user", "content": json.dumps(payload["input"], ensure_ascii=False)}]
+
+
+def _add_routing(record: TraceRecord, outcome: "RouteOutcome") -> None:
+    record.alias = outcome.route.alias or ""
+    record.attempts = [a.public() for a in outcome.attempts]
+    last = outcome.attempts[-1] if outcome.attempts else None
+    target = outcome.target
+    record.selected_model = target.model if target else (last.model if last else "")
+    record.provider = target.provider if target else (last.provider if last else "")
+    record.fallback_used = outcome.fallback_used or len(outcome.attempts) > 1

@@ -1,0 +1,118 @@
+"""Reading traces for the CLI: directly from the store, or through the running server.
+
+chDB lets one process hold a data directory. While ``opentracy serve`` runs on the embedded store,
+the CLI asks the server (found through ``<data_dir>/engine.json``); otherwise it opens the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Mapping, Protocol
+
+import httpx
+
+from opentracy.config import Settings
+from opentracy.store import StoreLockedError, TraceStore, parse_store_url
+
+SINCE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+ENGINE_FILE = "engine.json"
+
+
+class TraceSource(Protocol):
+    def query(self, *, last: int, alias: str | None, model: str | None, status: str | None,
+              since: str | None) -> list[dict[str, Any]]: ...
+
+    def get(self, trace_id: str) -> dict[str, Any] | None: ...
+
+    def close(self) -> None: ...
+
+
+def parse_since(text: str) -> timedelta:
+    """``90s``, ``15m``, ``1h``, ``7d``, ``2w`` → timedelta."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text or "")
+    if not match:
+        raise ValueError(f"since must look like 30m, 1h, 7d (got {text!r})")
+    return timedelta(**{SINCE_UNITS[match.group(2)]: float(match.group(1))})
+
+
+def jsonable(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+
+
+class StoreSource:
+    def __init__(self, store: TraceStore) -> None:
+        self._store = store
+
+    def query(self, *, last: int, alias: str | None, model: str | None, status: str | None,
+              since: str | None) -> list[dict[str, Any]]:
+        window = parse_since(since) if since else None
+        return [jsonable(r) for r in self._store.query_traces(last, alias, model, status, window)]
+
+    def get(self, trace_id: str) -> dict[str, Any] | None:
+        row = self._store.get_trace(trace_id)
+        return jsonable(row) if row else None
+
+    def close(self) -> None:
+        self._store.close()
+
+
+class ServerSource:
+    def __init__(self, url: str, api_key: str | None) -> None:
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30)
+
+    def query(self, *, last: int, alias: str | None, model: str | None, status: str | None,
+              since: str | None) -> list[dict[str, Any]]:
+        params = {k: v for k, v in {"last": last, "alias": alias, "model": model, "status": status,
+                                    "since": since}.items() if v is not None}
+        return self._call("GET", "/admin/traces", params)["data"]
+
+    def get(self, trace_id: str) -> dict[str, Any] | None:
+        response = self._client.get(f"/admin/traces/{trace_id}")
+        if response.status_code == 404:
+            return None
+        return self._checked(response)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(self, method: str, path: str, params: Mapping[str, Any]) -> Any:
+        return self._checked(self._client.request(method, path, params=params))
+
+    @staticmethod
+    def _checked(response: httpx.Response) -> Any:
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:200]
+            raise RuntimeError(f"server answered {response.status_code}: {message}")
+        return response.json()
+
+
+def running_server(data_dir: Path) -> str | None:
+    """The URL of an ``opentracy serve`` holding ``data_dir``, if one is alive."""
+    try:
+        info = json.loads((data_dir / ENGINE_FILE).read_text())
+        os.kill(int(info["pid"]), 0)
+        return str(info["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def open_source(settings: Settings, server: str | None = None, api_key: str | None = None) -> TraceSource:
+    if server:
+        return ServerSource(server, api_key)
+    url = settings.engine.clickhouse_url
+    if parse_store_url(url).embedded:
+        live = running_server(settings.engine.data_dir)
+        if live:
+            return ServerSource(live, api_key)
+    try:
+        return StoreSource(TraceStore(url, ttl_days=settings.engine.trace_ttl_days))
+    except StoreLockedError as exc:
+        raise RuntimeError(f"{exc}. If a server holds it, pass --server http://HOST:PORT") from None
