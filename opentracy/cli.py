@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import opentracy  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before litellm loads)
-from opentracy.config import ConfigError, Settings, looks_like_secret_name, load_settings
+from opentracy.config import ConfigError, Settings, load_engine_options, load_settings, looks_like_secret_name
 
 DEFAULT_CONFIG = "litellm_config.yaml"
 
@@ -120,9 +120,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _traces(args: argparse.Namespace) -> int:
     from opentracy.tracing.reader import open_source
 
-    settings = load_settings(_config_path(args.config))
+    options = load_engine_options(_config_path(args.config))
     try:
-        source = open_source(settings, args.server, args.api_key)
+        source = open_source(options, args.server, args.api_key)
     except RuntimeError as exc:
         print(f"opentracy: {exc}", file=sys.stderr)
         return 2

@@ -111,6 +111,16 @@ def load_settings(path: str | os.PathLike[str] | None, environ: Mapping[str, str
     return parse_settings(raw, config_path, environ)
 
 
+def load_engine_options(path: str | os.PathLike[str] | None,
+                        environ: Mapping[str, str] | None = None) -> EngineOptions:
+    """Only the ``opentracy:`` section and ``OPENTRACY_*``: what tools that read traces need, without
+    validating models or requiring provider keys."""
+    environ = os.environ if environ is None else environ
+    config_path = Path(path).resolve() if path is not None else None
+    raw = _read_yaml(config_path) if config_path is not None else {}
+    return _parse_engine_options(_mapping(raw, "opentracy"), config_path, environ)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")

@@ -342,6 +342,9 @@ def _connect(url: StoreURL, connect_timeout: float, send_receive_timeout: float)
 
 
 def _connect_server(url: StoreURL, connect_timeout: float, send_receive_timeout: float) -> Client:
+    # clickhouse-connect logs "Unexpected Http Driver Exception" on every failed request; the writer
+    # already reports store outages once per retry window with counts, so keep its logger quiet.
+    logging.getLogger("clickhouse_connect.driver.httpclient").setLevel(logging.CRITICAL)
     try:
         client = clickhouse_connect.get_client(
             interface=url.scheme, host=url.host, port=url.port, username=url.username, password=url.password,

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Protocol
 
 import httpx
 
-from opentracy.config import Settings
+from opentracy.config import EngineOptions
 from opentracy.store import StoreLockedError, TraceStore, parse_store_url
 
 SINCE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -104,15 +104,15 @@ def running_server(data_dir: Path) -> str | None:
         return None
 
 
-def open_source(settings: Settings, server: str | None = None, api_key: str | None = None) -> TraceSource:
+def open_source(options: EngineOptions, server: str | None = None, api_key: str | None = None) -> TraceSource:
     if server:
         return ServerSource(server, api_key)
-    url = settings.engine.clickhouse_url
+    url = options.clickhouse_url
     if parse_store_url(url).embedded:
-        live = running_server(settings.engine.data_dir)
+        live = running_server(options.data_dir)
         if live:
             return ServerSource(live, api_key)
     try:
-        return StoreSource(TraceStore(url, ttl_days=settings.engine.trace_ttl_days))
+        return StoreSource(TraceStore(url, ttl_days=options.trace_ttl_days))
     except StoreLockedError as exc:
         raise RuntimeError(f"{exc}. If a server holds it, pass --server http://HOST:PORT") from None
