@@ -43,7 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1,
                        help="worker processes (more than one needs a ClickHouse server store)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--insecure-no-auth", action="store_true",
+                       help="allow a non-loopback address with no engine key (anyone reaching it spends your keys)")
     serve.set_defaults(handler=_serve)
+
+    hash_key = sub.add_parser("hash-key", help="print the sha256: form of an engine key (read from stdin)")
+    hash_key.set_defaults(handler=_hash_key)
 
     traces = sub.add_parser("traces", help="list recorded traces, or `traces show TRACE_ID`")
     traces.add_argument("action", nargs="*", metavar="show TRACE_ID")
@@ -85,6 +90,15 @@ def _serve(args: argparse.Namespace) -> int:
     from opentracy.tracing.reader import ENGINE_FILE
 
     settings = load_settings(_config_path(args.config))
+    auth_on = bool(settings.master_key or settings.engine.api_keys)
+    if not auth_on and not _is_loopback(args.host):
+        if not args.insecure_no_auth:
+            print(f"opentracy: refusing to serve on {args.host} with no engine key: anyone who reaches it could "
+                  "spend your provider keys. Set OPENTRACY_API_KEYS=name:key (or general_settings.master_key "
+                  "in the config), bind 127.0.0.1, or pass --insecure-no-auth.", file=sys.stderr)
+            return 2
+        print(f"WARNING: serving on {args.host} with NO authentication (--insecure-no-auth). Anyone who can "
+              "reach this port can use every provider key of this engine.", file=sys.stderr, flush=True)
     embedded = parse_store_url(settings.engine.clickhouse_url).embedded
     if args.workers != 1:
         if embedded and settings.engine.tracing:
@@ -177,6 +191,26 @@ def format_trace_table(rows: list[dict[str, Any]]) -> str:
         lines.append("  ".join(cell[:width].ljust(width) for cell, (_, width) in zip(cells, TABLE_COLUMNS)))
     lines.append(f"{len(rows)} trace(s); * = served by a fallback")
     return "\n".join(lines)
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    from opentracy.keys import hashed_form
+
+    key = sys.stdin.readline().strip()
+    if not key:
+        print("opentracy: give the key on stdin, e.g. `echo -n sk-... | opentracy hash-key`", file=sys.stderr)
+        return 2
+    print(hashed_form(key))
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _url_host(host: str) -> str:

@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from opentracy.keys import HASHED_PREFIX, EngineKey, KeyFormatError, parse_key, parse_key_list
+
 ENV_REFERENCE_PREFIX = "os.environ/"
 
 # Keys of each litellm proxy section that the engine acts on; everything else is listed as ignored.
@@ -72,7 +74,11 @@ class EngineOptions:
     max_body_bytes: int = 10 * 1024 * 1024
     tracing: bool = True
     spool_max_bytes: int = 1 << 30
-    api_keys: tuple[tuple[str, str], ...] = ()
+    api_keys: tuple[EngineKey, ...] = ()
+    max_messages: int = 2048
+    max_concurrent_upstream: int = 256
+    stream_idle_timeout: float = 60.0
+    connect_timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +169,13 @@ def parse_settings(raw: Mapping[str, Any], path: Path | None, environ: Mapping[s
 
     master_key = general.get("master_key")
     if master_key is not None:
-        master_key = _resolve_env(master_key, "general_settings.master_key", env)
-        secrets.add(str(master_key))
+        master_key = str(_resolve_env(master_key, "general_settings.master_key", env))
+        try:
+            parse_key("master", master_key, admin=True, where="general_settings.master_key")
+        except KeyFormatError as exc:
+            raise ConfigError(str(exc)) from None
+        if not master_key.startswith(HASHED_PREFIX):
+            secrets.add(master_key)
 
     group_alias = _parse_group_alias(router.get("model_group_alias") or {})
     router_fallbacks = _parse_router_fallbacks(router.get("fallbacks") or [])
@@ -172,7 +183,9 @@ def parse_settings(raw: Mapping[str, Any], path: Path | None, environ: Mapping[s
         str(name): _parse_alias(str(name), spec) for name, spec in _mapping(raw, "aliases").items()
     }
     engine = _parse_engine_options(_mapping(raw, "opentracy"), path, env)
-    secrets.update(key for _, key in engine.api_keys)
+    engine_section = _mapping(raw, "opentracy")
+    for env_name, key in (("OPENTRACY_API_KEYS", "api_keys"), ("OPENTRACY_ADMIN_KEYS", "admin_keys")):
+        secrets.update(_plaintext_keys(env.get(env_name, engine_section.get(key))))
     secrets.update(value for name, value in env.items() if looks_like_secret_name(name) and len(value) >= 8)
 
     settings = Settings(
@@ -280,7 +293,8 @@ def _parse_engine_options(section: Mapping[str, Any], path: Path | None, env: Ma
         data_dir = (Path.cwd() / data_dir).resolve()
     clickhouse_url = str(pick("OPENTRACY_CLICKHOUSE_URL", "clickhouse_url", f"chdb://{data_dir / 'chdb'}"))
     ttl = pick("OPENTRACY_TRACE_TTL_DAYS", "trace_ttl_days", None)
-    keys_raw = pick("OPENTRACY_API_KEYS", "api_keys", "")
+    keys = [*_keys(pick("OPENTRACY_API_KEYS", "api_keys", ""), admin=False, where="OPENTRACY_API_KEYS"),
+            *_keys(pick("OPENTRACY_ADMIN_KEYS", "admin_keys", ""), admin=True, where="OPENTRACY_ADMIN_KEYS")]
     return EngineOptions(
         data_dir=data_dir,
         clickhouse_url=clickhouse_url,
@@ -292,28 +306,30 @@ def _parse_engine_options(section: Mapping[str, Any], path: Path | None, env: Ma
         tracing=_bool(pick("OPENTRACY_TRACING", "tracing", True), "OPENTRACY_TRACING"),
         spool_max_bytes=_non_negative_int(pick("OPENTRACY_SPOOL_MAX_BYTES", "spool_max_bytes", 1 << 30),
                                           "OPENTRACY_SPOOL_MAX_BYTES"),
-        api_keys=_parse_api_keys(keys_raw),
+        api_keys=tuple(keys),
+        max_messages=_non_negative_int(pick("OPENTRACY_MAX_MESSAGES", "max_messages", 2048), "OPENTRACY_MAX_MESSAGES"),
+        max_concurrent_upstream=_non_negative_int(
+            pick("OPENTRACY_MAX_CONCURRENT_UPSTREAM", "max_concurrent_upstream", 256),
+            "OPENTRACY_MAX_CONCURRENT_UPSTREAM"),
+        stream_idle_timeout=_positive_float(pick("OPENTRACY_STREAM_IDLE_TIMEOUT", "stream_idle_timeout", 60),
+                                            "OPENTRACY_STREAM_IDLE_TIMEOUT"),
+        connect_timeout=_positive_float(pick("OPENTRACY_CONNECT_TIMEOUT", "connect_timeout", 10),
+                                        "OPENTRACY_CONNECT_TIMEOUT"),
     )
 
 
-def _parse_api_keys(raw: Any) -> tuple[tuple[str, str], ...]:
-    """``name:key,key2`` (env) or a list of ``{name, key}`` / strings (file) → ((name, key), ...)."""
-    items = raw.split(",") if isinstance(raw, str) else list(raw or [])
-    keys = []
-    for i, item in enumerate(items):
-        if isinstance(item, dict):
-            name, key = str(item.get("name", f"key-{i + 1}")), str(item.get("key", ""))
-        else:
-            text = str(item).strip()
-            if not text:
-                continue
-            name, sep, key = text.partition(":")
-            if not sep or name.startswith("sk-"):
-                name, key = f"key-{i + 1}", text
-        if not key:
-            raise ConfigError(f"OPENTRACY_API_KEYS entry {i + 1}: empty key; use `name:key` or `key`")
-        keys.append((name, key))
-    return tuple(keys)
+def _keys(raw: Any, *, admin: bool, where: str) -> list[EngineKey]:
+    try:
+        return [key for key, _ in parse_key_list(raw, admin=admin, where=where)]
+    except KeyFormatError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _plaintext_keys(raw: Any) -> list[str]:
+    try:
+        return [plain for _, plain in parse_key_list(raw, admin=False, where="keys") if plain]
+    except KeyFormatError:
+        return []
 
 
 def _resolve_env(value: Any, where: str, env: Mapping[str, str]) -> Any:
@@ -364,6 +380,13 @@ def _non_negative_int(value: Any, where: str) -> int:
         raise ConfigError(f"{where}: expected a whole number, got {value!r}") from None
     if number < 0:
         raise ConfigError(f"{where}: must not be negative")
+    return number
+
+
+def _positive_float(value: Any, where: str) -> float:
+    number = _optional_float(value, where)
+    if number is None or number <= 0:
+        raise ConfigError(f"{where}: must be a positive number of seconds")
     return number
 
 

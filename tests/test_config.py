@@ -111,7 +111,8 @@ def test_env_beats_file_for_engine_options(tmp_path: Path) -> None:
     assert settings.engine.trace_redact is True
     assert str(settings.engine.data_dir) == "/tmp/from-file"
     assert settings.engine.clickhouse_url == "chdb:///tmp/from-file/chdb"
-    assert settings.engine.api_keys == (("ci", "sk-ci-1234567"), ("key-2", "sk-bare-7654321"))
+    assert [(k.name, k.admin) for k in settings.engine.api_keys] == [("ci", False), ("key-2", False)]
+    assert {"sk-ci-1234567", "sk-bare-7654321"} <= settings.secrets
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

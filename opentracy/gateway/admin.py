@@ -19,7 +19,8 @@ def _store(request: Request) -> Any:
     engine = request.app.state.engine
     ctx = RequestContext(requested_model="")
     try:
-        engine.keys.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
+        engine.keys.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"),
+                                 admin=True)
     except APIError as exc:
         request.app.state.tracer.auth_failed(ctx, exc)
         raise
