@@ -6,6 +6,7 @@ a new Engine and swaps it in) never changes the rules under a request in flight.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from opentracy.config import Settings
@@ -21,6 +22,7 @@ class Engine:
     resolver: ModelResolver
     router: Router
     keys: KeyRing
+    upstream_slots: asyncio.Semaphore  # max concurrent upstream calls (OPENTRACY_MAX_CONCURRENT_UPSTREAM)
 
     @classmethod
     def build(cls, settings: Settings) -> "Engine":
@@ -28,8 +30,9 @@ class Engine:
             settings=settings,
             resolver=ModelResolver(settings),
             router=Router(num_retries=settings.num_retries, timeout=settings.timeout,
-                          drop_params=settings.drop_params),
+                          drop_params=settings.drop_params, connect_timeout=settings.engine.connect_timeout),
             keys=KeyRing.from_settings(settings),
+            upstream_slots=asyncio.Semaphore(settings.engine.max_concurrent_upstream or 1_000_000),
         )
 
     def scrub(self, text: str) -> str:

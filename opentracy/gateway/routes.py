@@ -7,6 +7,7 @@ becomes an OpenAI-shaped :class:`APIError` and a trace.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -24,6 +25,8 @@ from opentracy.routing.router import RouteOutcome
 from opentracy.tracing.tracer import Tracer
 
 router = APIRouter()
+
+SLOT_WAIT_SECONDS = 10.0  # how long a request may queue for an upstream slot before a 503
 
 # Fields we handle ourselves rather than forward as given.
 NOT_FORWARDED = {"model", "stream", "stream_options"}
@@ -77,31 +80,38 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
                          client_metadata=body.metadata)
     _authenticate(engine, request, ctx, tracer)
     payload = body.model_dump(exclude_unset=True, exclude=NOT_FORWARDED)
+    limit = engine.settings.engine.max_messages
+    if limit and len(body.messages) > limit:
+        error = APIError(400, f"Too many messages: {len(body.messages)}; the limit is {limit} "
+                              f"(OPENTRACY_MAX_MESSAGES).", param="messages", code="too_many_messages",
+                         headers=extras_headers(ctx))
+        tracer.rejected(ctx, error, None)
+        raise error
     route = _resolve(engine, ctx, tracer, payload)
 
-    client_wants_usage = bool(body.stream_options and body.stream_options.include_usage)
-    outcome = await engine.router.complete(route, payload, stream=ctx.stream,
-                                           metadata=tracer.call_metadata(ctx, route))
-    if outcome.failure is not None or outcome.target is None:
-        error = _upstream_error(engine, ctx, outcome)
-        tracer.failed(ctx, outcome, payload, error)
-        raise error
+    await _take_upstream_slot(engine, ctx, tracer, payload)
+    try:
+        outcome = await engine.router.complete(route, payload, stream=ctx.stream,
+                                               metadata=tracer.call_metadata(ctx, route))
+        _raise_if_failed(engine, ctx, tracer, outcome, payload)
+    except BaseException:
+        engine.upstream_slots.release()
+        raise
+    if not ctx.stream:
+        engine.upstream_slots.release()
+        return _json_answer(ctx, outcome)
 
-    if ctx.stream:
-        def finished(result: StreamResult) -> None:
-            tracer.stream_ended(ctx, outcome, payload, result)
+    def finished(result: StreamResult) -> None:
+        engine.upstream_slots.release()  # a stream holds its slot until it ends, however it ends
+        tracer.stream_ended(ctx, outcome, payload, result)
 
-        events = stream_events(ctx, outcome, client_wants_usage=client_wants_usage,
-                               messages=payload["messages"], scrub=engine.scrub, on_finish=finished)
-        headers = {**extras_headers(ctx, selected_model=outcome.target.model), "cache-control": "no-cache",
-                   "x-accel-buffering": "no"}
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-
-    data = clean(outcome.response)
-    cost = cost_usd(outcome.target, data.get("usage"))
-    latency = ctx.latency_ms()
-    data.update({"_cost": cost, "_latency_ms": round(latency, 3), "_routing": routing_info(ctx, outcome)})
-    return JSONResponse(data, headers=extras_headers(ctx, cost, latency, outcome.target.model))
+    assert outcome.target is not None
+    events = stream_events(ctx, outcome, client_wants_usage=bool(body.stream_options and body.stream_options.include_usage),
+                           messages=payload["messages"], scrub=engine.scrub, on_finish=finished,
+                           idle_timeout=engine.settings.engine.stream_idle_timeout)
+    headers = {**extras_headers(ctx, selected_model=outcome.target.model), "cache-control": "no-cache",
+               "x-accel-buffering": "no"}
+    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
 
 @router.post("/v1/embeddings")
@@ -111,11 +121,37 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
     _authenticate(engine, request, ctx, tracer)
     payload = body.model_dump(exclude_unset=True, exclude=NOT_FORWARDED)
     route = _resolve(engine, ctx, tracer, payload)
-    outcome = await engine.router.embed(route, payload, metadata=tracer.call_metadata(ctx, route))
+    await _take_upstream_slot(engine, ctx, tracer, payload)
+    try:
+        outcome = await engine.router.embed(route, payload, metadata=tracer.call_metadata(ctx, route))
+    finally:
+        engine.upstream_slots.release()
+    _raise_if_failed(engine, ctx, tracer, outcome, payload)
+    return _json_answer(ctx, outcome)
+
+
+async def _take_upstream_slot(engine: Engine, ctx: RequestContext, tracer: Tracer, payload: dict[str, Any]) -> None:
+    """Wait briefly for one of the engine's concurrent-upstream-call slots, else a clear 503."""
+    try:
+        await asyncio.wait_for(engine.upstream_slots.acquire(), SLOT_WAIT_SECONDS)
+    except asyncio.TimeoutError:
+        error = APIError(503, "The engine is at its limit of concurrent upstream calls "
+                              "(OPENTRACY_MAX_CONCURRENT_UPSTREAM); retry shortly.", type="server_error",
+                         code="engine_overloaded", headers={"retry-after": "1", **extras_headers(ctx)})
+        tracer.rejected(ctx, error, payload)
+        raise error from None
+
+
+def _raise_if_failed(engine: Engine, ctx: RequestContext, tracer: Tracer, outcome: RouteOutcome,
+                     payload: dict[str, Any]) -> None:
     if outcome.failure is not None or outcome.target is None:
         error = _upstream_error(engine, ctx, outcome)
         tracer.failed(ctx, outcome, payload, error)
         raise error
+
+
+def _json_answer(ctx: RequestContext, outcome: RouteOutcome) -> JSONResponse:
+    assert outcome.target is not None
     data = clean(outcome.response)
     cost = cost_usd(outcome.target, data.get("usage"))
     latency = ctx.latency_ms()

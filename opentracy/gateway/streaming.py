@@ -47,13 +47,14 @@ def sse(data: dict[str, Any]) -> bytes:
 
 async def stream_events(ctx: RequestContext, outcome: RouteOutcome, *, client_wants_usage: bool,
                         messages: list[dict[str, Any]], scrub: Callable[[str], str],
-                        on_finish: Callable[[StreamResult], None]) -> AsyncIterator[bytes]:
+                        on_finish: Callable[[StreamResult], None],
+                        idle_timeout: float | None = None) -> AsyncIterator[bytes]:
     """Yield the SSE body; ``on_finish`` runs exactly once, whether the stream ends, fails or is cut."""
     assert outcome.target is not None
     result = StreamResult()
     held: dict[str, Any] | None = None
     try:
-        async for chunk in _chunks(outcome):
+        async for chunk in _chunks(outcome, idle_timeout):
             data = clean(chunk)
             _observe(result, data)
             if not data.get("choices") and data.get("usage"):
@@ -94,12 +95,28 @@ async def stream_events(ctx: RequestContext, outcome: RouteOutcome, *, client_wa
         on_finish(result)
 
 
-async def _chunks(outcome: RouteOutcome) -> AsyncIterator[Any]:
+async def _chunks(outcome: RouteOutcome, idle_timeout: float | None) -> AsyncIterator[Any]:
+    """The upstream's chunks; a gap longer than ``idle_timeout`` ends the stream with an error."""
     if outcome.first_chunk is not None:
         yield outcome.first_chunk
-    if outcome.stream is not None:
-        async for chunk in outcome.stream:
-            yield chunk
+    if outcome.stream is None:
+        return
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(outcome.stream), idle_timeout)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise StreamStalled(f"no chunk from the upstream for {idle_timeout:g} s "
+                                f"(OPENTRACY_STREAM_IDLE_TIMEOUT)") from None
+        yield chunk
+
+
+class StreamStalled(litellm.Timeout):
+    """The upstream stopped sending mid-stream."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message=message, model="", llm_provider="")
 
 
 def _observe(result: StreamResult, data: dict[str, Any]) -> None:

@@ -8,15 +8,21 @@ and the trace anyway. Retries and fallbacks are immediate; the failure table is 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Mapping
 
+import httpx
 import litellm
 
 from opentracy.routing.aliases import Route, Target
 from opentracy.routing.failover import Failure, classify
+
+
+DEFAULT_TIMEOUT = 600.0  # seconds per attempt, litellm's own default
+DEADLINE_GRACE = 1.0  # the provider client's timeout should fire first, with its own error
 
 
 @dataclass(slots=True)
@@ -60,9 +66,11 @@ class RouteOutcome:
 class Router:
     """Runs routes; holds only immutable settings, so one instance serves all requests."""
 
-    def __init__(self, *, num_retries: int, timeout: float | None, drop_params: bool) -> None:
+    def __init__(self, *, num_retries: int, timeout: float | None, drop_params: bool,
+                 connect_timeout: float = 10.0) -> None:
         self._num_retries = num_retries
-        self._timeout = timeout
+        self._timeout = timeout or DEFAULT_TIMEOUT
+        self._connect_timeout = connect_timeout
         self._drop_params = drop_params
 
     async def complete(self, route: Route, request: Mapping[str, Any], *, stream: bool,
@@ -81,7 +89,10 @@ class Router:
             for _ in range(1 + self._num_retries):
                 started = time.perf_counter()
                 try:
-                    await self._call(outcome, target, request, kind, stream, metadata)
+                    # A hard deadline per attempt (for a stream: until its first chunk), whatever
+                    # the provider's client does with its own timeout.
+                    deadline = float(target.params.get("timeout") or self._timeout) + DEADLINE_GRACE
+                    await asyncio.wait_for(self._call(outcome, target, request, kind, stream, metadata), deadline)
                 except Exception as exc:  # every upstream failure is classified, none escapes
                     failure = _explain_missing_credentials(classify(exc), target)
                     outcome.failure = failure
@@ -104,8 +115,7 @@ class Router:
                                   "max_retries": 0, "num_retries": 0}
         if self._drop_params:
             kwargs.setdefault("drop_params", True)
-        if self._timeout is not None:
-            kwargs.setdefault("timeout", self._timeout)
+        kwargs.setdefault("timeout", httpx.Timeout(self._timeout, connect=self._connect_timeout))
         if metadata is not None:
             kwargs["metadata"] = {**(kwargs.get("metadata") or {}), **metadata(target, list(outcome.attempts))}
         if kind == "embedding":

@@ -1,36 +1,43 @@
 """PII / secret redaction for stored traces.
 
 Enabled by ``OPENTRACY_TRACE_REDACT=true`` (see :func:`redaction_enabled`).
-When enabled, the tracer runs every piece of text it is about to store
-(messages, response, tool calls and their JSON arguments, error text,
-metadata) through :meth:`Redactor.redact`, which replaces PII with typed
-placeholders:
+When enabled, the tracer runs everything it is about to store (messages,
+response, tool calls and their JSON arguments, error text, metadata)
+through :meth:`Redactor.redact`, which replaces PII with typed placeholders
+and returns how many it replaced::
+
+    red = Redactor()                         # build once, share freely
+    text, n = red.redact_text("mail bob@example.com")   # "mail [EMAIL]", 1
+    record, n = red.redact({"messages": [...], "metadata": {...}})
 
 =================  ==========================================================
 placeholder        what is replaced
 =================  ==========================================================
-``[EMAIL]``        ``local@domain.tld`` (ASCII / Latin-1 local part; the
-                   literal ``git@host`` SSH form is left alone)
+``[EMAIL]``        ``local@domain.tld`` (local part ASCII or Latin letters,
+                   <= 64 chars; the ``git@host`` SSH form is left alone)
 ``[PHONE]``        see *Phone rule* below
 ``[CREDIT_CARD]``  13-19 digits, contiguous or grouped with spaces/dashes
-                   (``4-4-4-4``, ``4-6-5``, ...), first digit 2-6 (card
-                   networks), and the Luhn check passes
+                   (``4-4-4-4``, ``4-6-5``, ...), passing the Luhn check,
+                   with the issuer prefix and length of a real network
+                   (Visa, Mastercard, Amex, Discover, Diners, JCB,
+                   UnionPay, Maestro, Mir, RuPay)
 ``[SSN]``          US ``ddd-dd-dddd``; area 000/666/9xx, group 00 and serial
                    0000 are not SSNs and are left alone
 ``[IBAN]``         ``CCkk`` + BBAN, contiguous or in space-separated groups
-                   of 4; known country, the country's exact length and a
+                   of 4; known country, that country's exact length and a
                    valid ISO 7064 mod-97 checksum
 ``[IP_ADDRESS]``   IPv4 / IPv6, validated with :mod:`ipaddress` (see below)
 ``[SECRET]``       API keys (OpenAI ``sk-``/``sk-proj-``, Anthropic
                    ``sk-ant-``, AWS ``AKIA``/``ASIA`` key ids, GitHub
                    ``ghp_``/``gho_``/``ghu_``/``ghs_``/``ghr_``/``github_pat_``,
-                   Google ``AIza``, Slack ``xox[abposr]-``, Stripe
+                   Google ``AIza``, Slack ``xox[abeprs]-``, Stripe
                    ``sk_live_``/``rk_live_``/``sk_test_``, Groq ``gsk_``,
                    xAI ``xai-``, Hugging Face ``hf_``, Replicate ``r8_``,
-                   Perplexity ``pplx-``), JWTs, ``Bearer <token>``, the
-                   password in ``scheme://user:password@host`` and PEM
-                   private-key blocks (multi-line; a truncated block without
-                   its END line is redacted through its last base64 line)
+                   Perplexity ``pplx-``), JWTs (``eyJ``.x.y), ``Bearer
+                   <token>``, the password of ``scheme://user:password@host``
+                   and PEM private-key blocks (multi-line, also with
+                   JSON-escaped ``\\n``; a truncated block without its END
+                   line is redacted through its last base64 line)
 =================  ==========================================================
 
 Decisions worth knowing
@@ -39,49 +46,62 @@ Decisions worth knowing
   ``Authorization: Bearer [SECRET]`` so a trace still shows *that* a bearer
   token was sent. The token must be >= 16 chars of ``[A-Za-z0-9._~+/-]``
   and contain a digit, so prose ("a Bearer token", ``Bearer YOUR_API_KEY``)
-  is untouched. URL credentials likewise keep the user name:
-  ``postgres://app:[SECRET]@db.internal:5432``.
-* **Phone rule.** A phone number needs 7-15 digits *and* either a leading
-  ``+``/``00`` country code, or one of these separator shapes:
-  North-American ``(415) 555-2671`` / ``415-555-2671`` / ``415.555.2671``
-  (same separator twice, NANP area and exchange start with 2-9, optional
-  ``1-`` prefix); national European forms that start with the trunk ``0``
-  and use separators (``020 7946 0958``, ``06 12 34 56 78``,
-  ``030/1234-5678``, ``(030) 1234 5678``; 9-12 digits). Plain digit runs
-  (order ids, timestamps), dates, versions, prices and times never match;
-  ``415 555 2671`` (spaces only, no parens or +1) and 7-digit local numbers
-  are *not* redacted because they are indistinguishable from lists of
-  numbers. Candidates containing a calendar date (``2024-01-15``,
-  ``15.01.2024``) are rejected.
+  is untouched. URL credentials likewise keep the user and host:
+  ``postgres://app:[SECRET]@db.internal:5432``. ``Basic`` auth headers and
+  free-form ``password=...`` assignments are *not* detected.
+* **Phone rule.** 7-15 digits *and* a recognisable shape, never a bare
+  digit run: a leading ``+`` country code (``+44 20 7946 0958``,
+  ``+14155552671``, ``+49 (0)30 1234 5678``); ``00`` + country code with
+  separators; North-American ``415-555-2671`` / ``415.555.2671`` (the same
+  separator twice, area and exchange starting with 2-9; optional ``1-``
+  prefix); a parenthesised area code (``(415) 555-2671``,
+  ``(030) 1234 5678``; not a year such as ``(2019) 567-578``); national
+  numbers starting with the trunk ``0`` and using separators
+  (``020 7946 0958``, ``06 12 34 56 78``, ``030/1234-5678``; 9-13 digits).
+  An extension (``x123``, ``ext. 45``) is included. Not redacted: digit
+  runs without separators (``0612345678``, ``15526883641``), spaces-only
+  numbers without ``+``/trunk 0/parens (``415 555 2671``, ``612 345 678``:
+  indistinguishable from lists of numbers), 7-digit local numbers, and any
+  candidate containing a calendar date (``2024-01-15``, ``15.01.2024``) or
+  following a thousands comma (``$5,028.71``).
+* **Credit cards**: 13-digit Visa numbers (no longer issued) only count
+  when grouped, because contiguous 13-digit runs are mostly EAN-13 product
+  codes, which pass the Luhn check one time in ten.
 * **IPv4 vs versions.** A dotted quad with valid octets is an IP address,
   except when it is part of a longer dotted/numeric sequence
-  (``1.2.3.4.5``, ``v1.2.3.4``) or follows a version marker (``version``,
-  ``ver``, ``v``, ``release``, ``build``, ``firmware``, ``==``, ``>=``,
-  ``~=``...). So ``version 1.2.3.4`` stays, ``server 1.2.3.4`` is redacted.
-  Loopback/private addresses are redacted too (they still describe infra).
+  (``1.2.3.4.5``, ``v1.2.3.4``), follows a version marker (``version``,
+  ``ver``, ``v``, ``rv:``, ``release``, ``build``, ``firmware``, ``==``,
+  ``>=``, ``~=``...) or a product token (``Firefox/1.2.3.4``, but not
+  ``http://1.2.3.4``). So ``version 1.2.3.4`` stays and ``server 1.2.3.4``
+  is redacted. Loopback/private addresses are redacted too.
 * **IPv6** candidates must parse with :class:`ipaddress.IPv6Address` and
-  carry some substance (>= 2 non-empty groups, one of them >= 3 hex digits,
-  or >= 3 groups), so ``std::``, slices like ``a[::2]``, times
-  (``12:30:45``) and MAC addresses stay untouched.
+  have some substance (>= 2 non-empty groups, one of them >= 3 hex digits,
+  or >= 3 groups): ``std::``, slices such as ``a[::2]``, times
+  (``12:30:45``), MAC addresses and also the bare ``::1`` stay untouched.
+* **Word boundaries** are ASCII: PII glued to CJK text
+  (``电话+86 138 0013 8000``) is found; PII glued to ASCII letters or
+  digits (``id4111111111111111``) is not.
 * **JSON strings** (tool-call arguments) are parsed, redacted value by value
   and re-serialised with ``json.dumps(..., ensure_ascii=False)`` *only when
-  something was redacted* (otherwise the original string is returned
-  byte-for-byte). Numbers are never redacted, in Python structures or in
-  JSON, so a card number sent as a JSON *number* is not caught.
-* Dict keys are never changed. Non-str/list/tuple/dict values are returned
-  as they are.
+  something was redacted* (otherwise the original string is returned as
+  is). Numbers are never redacted, in Python structures or in JSON, so a
+  card number sent as a JSON *number* is not caught.
+* Dict keys are never changed; values other than str/list/tuple/dict are
+  returned as they are; the input is never mutated.
 * Placeholders never match any pattern, so redaction is idempotent.
 
-Implementation: one combined alternation regex (one alternative per
-pattern, ordered by priority: PEM and secrets first, then e-mail, IBAN,
-credit card, SSN, IP, phone), each alternative ending in an empty named
-marker group so ``match.lastgroup`` tells which pattern hit. Every
-alternative starts with a literal or a character class, which lets the
-regex engine reject alternatives on their first character. Validators
-(Luhn, mod-97, ``ipaddress``, SSN ranges, digit counts) run on the few
-candidates; when one rejects a candidate, the lower-priority alternatives
-are tried at the same position and scanning then resumes one character
-later, so a failed validator leaves the text untouched.
+Implementation: a single pass of one combined regex. CPython's regex
+engine only skips quickly through text to candidate positions when every
+top-level alternative starts with a literal char, so the pattern has one
+alternative per *trigger* char (digits, ``-``, ``_``, ``@``, ``:``, ``(``,
+``+``, ``b``, ``A``, ``B``, ``J``), each holding the patterns that can
+start there, in priority order (secrets and PEM blocks before phones,
+cards before phones, IBANs at their check digits...). An empty named group
+ends each pattern so ``match.lastgroup`` tells which one hit. Validators
+(Luhn and issuer, mod-97, :mod:`ipaddress`, SSN ranges, digit counts,
+dates) run on the few candidates; when one rejects a candidate the
+lower-priority patterns are tried at the same position, then the scan
+moves on by one char, so a failed validator leaves the text untouched.
 """
 
 from __future__ import annotations
@@ -114,6 +134,7 @@ TYPES = (
     "PHONE",
 )
 PLACEHOLDERS = {t: f"[{t}]" for t in TYPES}
+_PLACEHOLDER_VALUES = frozenset(PLACEHOLDERS.values())
 
 _TRUTHY = frozenset({"1", "true", "yes", "on", "y", "t"})
 
@@ -126,8 +147,9 @@ def redaction_enabled(environ: Mapping[str, str] | None = None) -> bool:
 
 # --------------------------------------------------------------------------
 # Validators. Signature: (text, s, e, m) -> (start, end) of the span to
-# replace, or None to reject the candidate. ``text[s:e]`` is the candidate
-# (``m`` may also contain the boundary char before ``s``).
+# replace, or None to reject the candidate. ``s`` is the position of the
+# trigger char (see "Patterns" below), ``e`` the end of the match ``m``;
+# for most patterns ``text[s:e]`` is the candidate.
 # --------------------------------------------------------------------------
 
 _Span = tuple[int, int] | None
@@ -168,6 +190,8 @@ def _value_group(name: str, need_digit: bool = False) -> _Validator:
     def validate(text: str, s: int, e: int, m: re.Match[str]) -> _Span:
         v = m.group(name)
         if need_digit and not any(c.isdigit() for c in v):
+            return None
+        if v in _PLACEHOLDER_VALUES:  # already redacted (idempotence)
             return None
         return m.span(name)
 
@@ -261,6 +285,33 @@ def _iban(text: str, s: int, e: int, m: re.Match[str]) -> _Span:
         cand = cand[:cut]
 
 
+def _card_network_ok(d: str, grouped: bool) -> bool:
+    """Issuer prefix (IIN) and length of a known card network.
+
+    Cuts down the 1-in-10 Luhn collisions of arbitrary digit runs (EAN
+    codes, account numbers, ids) that no network would issue.
+    """
+    n = len(d)
+    p2, p3, p4 = int(d[:2]), int(d[:3]), int(d[:4])
+    if d[0] == "4":  # Visa (13 digits only in the old grouped form)
+        return n in (16, 19) or (n == 13 and grouped)
+    if 51 <= p2 <= 55 or 2221 <= p4 <= 2720:  # Mastercard
+        return n == 16
+    if 2200 <= p4 <= 2204:  # Mir
+        return 16 <= n <= 19
+    if p2 in (34, 37):  # American Express
+        return n == 15
+    if 300 <= p3 <= 305 or p4 == 3095 or p2 in (36, 38, 39):  # Diners
+        return 14 <= n <= 19
+    if 3528 <= p4 <= 3589:  # JCB
+        return 16 <= n <= 19
+    if p4 in (5018, 5020, 5038, 5893, 6304, 6759, 6761, 6762, 6763):  # Maestro
+        return 13 <= n <= 19
+    if p2 in (50, 56, 57, 58, 60, 62, 63, 65, 67) or 644 <= p3 <= 649 or p4 == 6011:
+        return 16 <= n <= 19  # Maestro, RuPay, UnionPay, Discover
+    return False
+
+
 def _card(text: str, s: int, e: int, m: re.Match[str]) -> _Span:
     cand = text[s:e]
     while True:
@@ -268,7 +319,7 @@ def _card(text: str, s: int, e: int, m: re.Match[str]) -> _Span:
         n = len(digits)
         if n < 13:
             return None
-        if n <= 19 and digits[0] in "23456" and _luhn_ok(digits):
+        if n <= 19 and _luhn_ok(digits) and _card_network_ok(digits, n != len(cand)):
             return s, s + len(cand)
         cut = max(cand.rfind(" "), cand.rfind("-"))
         if cut <= 0:
@@ -287,8 +338,9 @@ def _ssn(text: str, s: int, e: int, m: re.Match[str]) -> _Span:
 
 # Text right before a dotted quad that marks it as a version, not an address.
 _VERSION_CONTEXT = re.compile(
-    r"(?:\b(?:version|ver|release|rel|build|firmware|fw|rev|revision|v)\.?:?[ \t]*"
-    r"|(?:[=<>~!]=|\^|~)[ \t]*)$",
+    r"(?:\b(?:version|ver|release|rel|build|firmware|fw|rev|revision|rv|v)\.?:?[ \t]*"
+    r"|(?:[=<>~!]=|\^|~)[ \t]*"
+    r"|[A-Za-z]/)$",  # product token: Firefox/1.2.3.4 (but not http://1.2.3.4)
     re.IGNORECASE,
 )
 
@@ -342,6 +394,7 @@ _DATE_IN_NUMBER = re.compile(
     r"|(?<!\d)(?:0?[1-9]|1[0-2])[-./ ](?:0?[1-9]|[12]\d|3[01])[-./ ](?:19|20)\d\d"
 )
 _PHONE_LAST_SEP = re.compile(r"[ .\-/](?=[\d(][^ .\-/]*$)")
+_PHONE_EXT = re.compile(r"[ ]?(?:x|ext\.?|#)[ ]?\d{1,6}$", re.IGNORECASE)
 
 
 def _digit_count(s: str) -> int:
@@ -349,7 +402,8 @@ def _digit_count(s: str) -> int:
 
 
 def _phone(lo: int, hi: int, hi_00: int | None = None) -> _Validator:
-    """Digit count in [lo, hi] ("(0)" trunk marker not counted); no dates.
+    """Digit count in [lo, hi] ("(0)" trunk marker and an extension such as
+    "x123" not counted); no calendar dates inside.
 
     The candidate regexes are greedy; when a number is followed by another
     group of digits ("020 7946 0958 24h") the trailing groups are dropped
@@ -358,6 +412,14 @@ def _phone(lo: int, hi: int, hi_00: int | None = None) -> _Validator:
 
     def validate(text: str, s: int, e: int, m: re.Match[str]) -> _Span:
         cand = text[s:e]
+        ext = _PHONE_EXT.search(cand)
+        if ext is not None:
+            main = cand[: ext.start()]
+            n = _digit_count(main.replace("(0)", ""))
+            if lo <= n <= (hi_00 if hi_00 and main.startswith("00") else hi):
+                if not _DATE_IN_NUMBER.search(main):
+                    return s, e
+            cand = main
         top = hi_00 if hi_00 is not None and cand.startswith("00") else hi
         while True:
             n = _digit_count(cand.replace("(0)", ""))
@@ -381,27 +443,31 @@ def _phone(lo: int, hi: int, hi_00: int | None = None) -> _Validator:
 # Speed: CPython's regex engine can skip at C speed to the next position
 # whose char is in a set, but only if every top-level alternative of the
 # pattern starts with a literal char. So the combined regex is one
-# alternative per "trigger" char (each digit, each upper-case letter, "b",
-# "J", "-", "_", "@", ":", "(", "+"), each holding the specs that can start
-# at that char, in priority order. Ordinary prose is skipped without ever
-# entering the alternatives (roughly one char in ten is a trigger), and at a
-# trigger the engine rejects the other alternatives by their first char.
+# alternative per "trigger" char (each digit, "-", "_", "@", ":", "(", "+",
+# "b", "A", "B", "J"), each holding the specs that can start at that char,
+# in priority order. Ordinary prose is skipped without ever entering the
+# alternatives (a few per cent of the chars of prose are triggers), and at
+# a trigger the engine rejects the other alternatives by their first char.
+# Digits are the expensive triggers: digit-dense text (logs, ids) is the
+# slow case.
 # Every candidate is found at its trigger char:
 #
-# * digits / upper case / "(" / "+" / "b"(earer): the candidate's first
-#   char, which must sit at a word start (after a char that is not an ASCII
-#   word char, or right after a "\n"-style escape in JSON-escaped text);
+# * digits / "A"(KIA, Iza) / "B"(earer) / "b"(earer) / "(" / "+": the
+#   candidate's first char, which must sit at a word start (after a char
+#   that is not an ASCII word char, or right after a "\n"-style escape in
+#   JSON-escaped text);
 # * "-" / "_" / "J": the char after a key prefix (sk-, ghp_, xoxb-, eyJ...);
 #   the prefix is checked with a lookbehind and added back by the validator;
+# * a digit after two upper-case letters: an IBAN's first check digit;
 # * "@": e-mail; the local part is found by walking left in the validator;
 # * ":": IPv6 (its first colon; the first hex group is found by walking
 #   left) and scheme://user:password@ URLs.
 #
 # Each spec: (marker, type, triggers, guard, rest, validator).
-# ``triggers`` lists the trigger chars; ``guard`` and then ``rest`` are
-# matched after the trigger (their lookbehinds see the trigger char);
-# ``guard`` is shared by consecutive specs (_WS: the trigger sits at a word
-# start). Priority = order in _SPECS: the
+# ``triggers`` lists the trigger chars; ``guard`` (a tuple of checks) and
+# then ``rest`` are matched after the trigger (their lookbehinds see the
+# trigger char); consecutive specs share their common leading guards
+# (_WS: the trigger sits at a word start). Priority = order in _SPECS: the
 # first spec that matches at a trigger wins; if its validator rejects the
 # candidate, the following specs are tried at the same trigger, then the
 # scan moves on by one char.
@@ -414,7 +480,6 @@ _WORD = "A-Za-z0-9_"
 # n/r/t the candidate is rejected right away.)
 _WORD_START = r"(?<![A-Za-mo-qsu-z0-9_].)(?:(?<![nrt].)|(?<=\\..))"
 _DIGITS = "0123456789"
-_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def _not_after(excluded: str) -> str:
@@ -436,6 +501,7 @@ _LABEL = f"A-Za-z0-9{_LATIN}"
 _PEM_END = r"-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
 _NL = r"(?:[ \t]*(?:\r?\n|\\r\\n|\\n))"
 _NOT_AFTER = r"(?![A-Za-z0-9_]|[.\-/]\d)"  # end of a number-like candidate
+_EXT = r"(?:[ ]?(?:x|ext\.?|#)[ ]?\d{1,6})?"  # phone extension: x123, ext. 45
 _KEY = r"[A-Za-z0-9]"
 # Left of the first colon of an IPv6 address: 0-4 hex digits at a word
 # start (not after a word char, ":" or "."). With fewer than 2 of them, the
@@ -444,7 +510,7 @@ _KEY = r"[A-Za-z0-9]"
 _IPV6_LEFT = (
     rf"(?:(?:(?<=[^{_WORD}:.]:)|(?<=\\[nrt]:)|(?<=\A:)"
     rf"|(?<=[^{_WORD}:.][0-9A-Fa-f]:)|(?<=\\[nrt][0-9A-Fa-f]:)|(?<=\A[0-9A-Fa-f]:))"
-    rf"(?=[0-9A-Fa-f:]*[0-9A-Fa-f]{{2}})"
+    rf"(?=[0-9A-Fa-f:]{{0,40}}[0-9A-Fa-f]{{2}})"
     + "".join(
         rf"|(?<=[^{_WORD}:.][0-9A-Fa-f]{{{k}}}:)|(?<=\\[nrt][0-9A-Fa-f]{{{k}}}:)"
         rf"|(?<=\A[0-9A-Fa-f]{{{k}}}:)"
@@ -453,31 +519,76 @@ _IPV6_LEFT = (
     + ")"
 )
 
-_Spec = tuple[str, str, str, str, str, _Validator]
-_WS = _WORD_START
+_Spec = tuple[str, str, str, tuple[str, ...], str, _Validator]
+_WS = (_WORD_START,)
+# Word start, and not after "." / "-" / a thousands comma ("$5,028.71"):
+# shared by the digit-led specs except IPv4 (10.0.0.1-10.0.0.9 is a range).
+_WS_NUM = (_WORD_START, r"(?<![.\-].)(?<!\d,.)")
 # Cheap shared pre-checks for the keys found at their "-" / "_" separator:
 # the char before the separator is the last char of one of the prefixes.
-_DASH_KEY = r"(?<=[kixabposr].)"
-_UNDERSCORE_KEY = r"(?<=[kpousrbf8].)"
+_DASH_KEY = (r"(?<=[kixabeprs].)",)
+_UNDERSCORE_KEY = (r"(?<=[kpousrbf8].)",)
 _SPECS: tuple[_Spec, ...] = (
     # ---- digits
     (
         "card",
         "CREDIT_CARD",
         _DIGITS,
-        _WS,
-        _not_after(r".,+\-")
+        _WS_NUM,
+        _not_after("+")
+        # not the tail of a longer grouped number ("DE89 3704 0044 ...")
+        + r"(?<![A-Z0-9]{2}\d\d[ \-].)"
         + r"(?:\d{12,18}(?![A-Za-z0-9_]|[.,]\d)"
-        + r"|\d{3}(?P<card_sep>[ \-])\d{4,6}(?:(?P=card_sep)\d{3,5}){1,3}(?![A-Za-z0-9_]|[.,]\d))",
+        + r"|\d{3}(?P<card_sep>[ \-])\d{4,6}(?:(?P=card_sep)\d{2,5}){1,3}(?![A-Za-z0-9_]|[.,]\d))",
         _card,
     ),
     (
         "ssn",
         "SSN",
         _DIGITS,
-        _WS,
-        _not_after(r".\-") + r"\d\d-\d\d-\d{4}(?![A-Za-z0-9_]|-\d)",
+        _WS_NUM,
+        r"\d\d-\d\d-\d{4}(?![A-Za-z0-9_]|-\d)",
         _ssn,
+    ),
+    (
+        "phone_na",
+        "PHONE",
+        "23456789",
+        _WS_NUM,
+        # 415-555-2671, 415.555.2671 (same separator twice)
+        _not_after("+/")
+        + r"\d\d(?P<na_sep>[.\-])[2-9]\d\d(?P=na_sep)\d{4}"
+        + _EXT
+        + _NOT_AFTER,
+        _whole,
+    ),
+    (
+        "phone_na1",
+        "PHONE",
+        "1",
+        _WS_NUM,
+        # 1-800-555-0199, 1 800 555 0199, 1.800.555.0199
+        _not_after("+/")
+        + r"(?<!\d[ .].)"  # not the tail of a longer group of numbers
+        + r"(?P<na1_sep>[ .\-])[2-9]\d\d(?P=na1_sep)[2-9]\d\d(?P=na1_sep)\d{4}"
+        + _EXT
+        + _NOT_AFTER,
+        _whole,
+    ),
+    (
+        "phone_national",
+        "PHONE",
+        "0",
+        _WS_NUM,
+        # Trunk-0 national numbers with separators (UK/DE/FR/NL/...), and
+        # 00<cc> international prefix: 020 7946 0958, 06 12 34 56 78,
+        # 030/1234-5678, 0044 20 7946 0958.
+        _not_after("+/")
+        + r"(?<!\d[ .].)"  # not the tail of a longer group of numbers
+        + r"(?:0[1-9]\d{0,2}|[1-9]\d{0,3})[ ./\-]\d{2,8}+(?:[ .\-]\d{2,8}+){0,5}"
+        + _EXT
+        + _NOT_AFTER,
+        _phone(9, 13, hi_00=17),
     ),
     (
         "ipv4",
@@ -488,43 +599,12 @@ _SPECS: tuple[_Spec, ...] = (
         _ipv4,
     ),
     (
-        "phone_na",
-        "PHONE",
-        "23456789",
-        _WS,
-        # 415-555-2671, 415.555.2671 (same separator twice)
-        _not_after(r".+/\-") + r"\d\d(?P<na_sep>[.\-])[2-9]\d\d(?P=na_sep)\d{4}" + _NOT_AFTER,
-        _whole,
-    ),
-    (
-        "phone_na1",
-        "PHONE",
-        "1",
-        _WS,
-        # 1-800-555-0199, 1 800 555 0199, 1.800.555.0199
-        _not_after(r".+/\-")
-        + r"(?P<na1_sep>[ .\-])[2-9]\d\d(?P=na1_sep)[2-9]\d\d(?P=na1_sep)\d{4}" + _NOT_AFTER,
-        _whole,
-    ),
-    (
-        "phone_national",
-        "PHONE",
-        "0",
-        _WS,
-        # Trunk-0 national numbers with separators (UK/DE/FR/NL/...), and
-        # 00<cc> international prefix: 020 7946 0958, 06 12 34 56 78,
-        # 030/1234-5678, 0044 20 7946 0958.
-        _not_after(r".+/\-")
-        + r"(?:0[1-9]\d{0,2}|[1-9]\d{0,3})[ ./\-]\d{2,8}+(?:[ .\-]\d{2,8}+){0,5}" + _NOT_AFTER,
-        _phone(9, 12, hi_00=17),
-    ),
-    (
         # Found at its first check digit (so that upper-case letters need
         # not be triggers); the country code is checked by lookbehind.
         "iban",
         "IBAN",
         _DIGITS,
-        _after_prefix("[A-Z][A-Z]", 2),
+        (_after_prefix("[A-Z][A-Z]", 2),),
         r"\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])",
         _iban,
     ),
@@ -550,7 +630,7 @@ _SPECS: tuple[_Spec, ...] = (
         "jwt",
         "SECRET",
         "J",
-        "",
+        (),
         _after_prefix("ey") + r"[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]*",
         _prefixed(2),
     ),
@@ -559,7 +639,7 @@ _SPECS: tuple[_Spec, ...] = (
         "pem",
         "SECRET",
         "-",
-        "",
+        (),
         # Whole block when the END line is there (within 16 KiB); otherwise
         # the header plus every following base64-ish line (truncated key).
         r"----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
@@ -584,9 +664,9 @@ _SPECS: tuple[_Spec, ...] = (
         "SECRET",
         "-",
         _DASH_KEY,
-        _after_prefix("xox[abposr]", 4)
+        _after_prefix("xox[abeprs]", 4)
         + r"[A-Za-z0-9\-]{10,}",
-        _prefixed(4),
+        _prefixed(4, need_digit=True),
     ),
     (
         # Stripe secret / restricted keys: sk_live_, rk_test_, ...
@@ -637,7 +717,7 @@ _SPECS: tuple[_Spec, ...] = (
         "email",
         "EMAIL",
         "@",
-        "",
+        (),
         f"[{_LABEL}](?:[{_LABEL}\\-]*[{_LABEL}])?"
         + f"(?:\\.[{_LABEL}](?:[{_LABEL}\\-]*[{_LABEL}])?)*\\.[A-Za-z]{{2,24}}(?![A-Za-z0-9_\\-])",
         _email,
@@ -646,7 +726,7 @@ _SPECS: tuple[_Spec, ...] = (
         "urlcred",
         "SECRET",
         ":",
-        "",
+        (),
         # scheme://user:PASSWORD@host -> only the password is replaced.
         r"(?<=[A-Za-z0-9+.\-]:)//[^\s/:@\"'<>]{1,128}:(?P<urlcred_v>[^\s/@\"'<>]{1,256})@",
         _value_group("urlcred_v"),
@@ -655,12 +735,13 @@ _SPECS: tuple[_Spec, ...] = (
         "ipv6",
         "IP_ADDRESS",
         ":",
-        "",
+        (),
         # From the first colon. Needs "::" or 7 colons (6 with an embedded
-        # IPv4), which already rules out times and MAC addresses.
-        r"(?=:|[0-9A-Fa-f:]*::|(?:[0-9A-Fa-f]{1,4}:){5})"
-        + _IPV6_LEFT
-        + r"(?:[0-9A-Fa-f:]*:)?(?:\d{1,3}(?:\.\d{1,3}){3}(?![\d.])|[0-9A-Fa-f]{0,4})",
+        # IPv4), which already rules out times and MAC addresses. Bounded
+        # quantifiers: an address has at most 45 chars.
+        _IPV6_LEFT
+        + r"(?=:|[0-9A-Fa-f:]{0,40}::|(?:[0-9A-Fa-f]{1,4}:){5})"
+        + r"(?:[0-9A-Fa-f:]{0,40}:)?(?:\d{1,3}(?:\.\d{1,3}){3}(?![\d.])|[0-9A-Fa-f]{0,4})",
         _ipv6,
     ),
     (
@@ -668,10 +749,12 @@ _SPECS: tuple[_Spec, ...] = (
         "PHONE",
         "(",
         _WS,
-        # (415) 555-2671, (030) 1234 5678
-        r"(?:[2-9]\d\d\)[ .\-]?[2-9]\d\d[ .\-]\d{4}"
-        + r"|0[1-9]\d{0,3}\)[ ]?\d{2,8}+(?:[ .\-]\d{2,8}+){0,4})" + _NOT_AFTER,
-        _phone(9, 12),
+        # (415) 555-2671, (030) 1234 5678, (351) 919 953 314, (08).7118.7442;
+        # not a year: "Nature (2019) 567-578".
+        r"(?!(?:19|20)\d\d\))\d{2,5}\)[ .\-]?\d{2,10}+(?:[ .\-]\d{2,8}+){0,4}"
+        + _EXT
+        + _NOT_AFTER,
+        _phone(9, 13),
     ),
     (
         "phone_intl",
@@ -680,7 +763,10 @@ _SPECS: tuple[_Spec, ...] = (
         _WS,
         # +<cc> then up to 7 groups, one optional separator between groups.
         # Atomic group: no exponential re-splitting of long digit runs.
-        _not_after("+") + r"(?>\d{1,3}(?:[ .\-]?(?:\(\d{1,4}\)|\d{1,6}+)){1,7})" + _NOT_AFTER,
+        _not_after("+")
+        + r"(?>\d{1,3}(?:[ .\-]?(?:\(\d{1,4}\)|\d{1,6}+)){1,7})"
+        + _EXT
+        + _NOT_AFTER,
         _phone(7, 15),
     ),
 )
@@ -688,13 +774,34 @@ _SPECS: tuple[_Spec, ...] = (
 _GROUP_NAME = re.compile(r"\(\?P([<=])([A-Za-z_][A-Za-z0-9_]*)")
 
 
+def _nest(items: list[tuple[tuple[str, ...], str]]) -> str:
+    """Alternation of ``items`` (guards, alternative); consecutive items
+    whose first guard is the same share one copy of it, recursively."""
+    parts: list[str] = []
+    i = 0
+    while i < len(items):
+        guard, alt = items[i]
+        if not guard:
+            parts.append(alt)
+            i += 1
+            continue
+        j = i
+        while j < len(items) and items[j][0][:1] == guard[:1]:
+            j += 1
+        inner = _nest([(g[1:], a) for g, a in items[i:j]])
+        parts.append(f"{guard[0]}(?:{inner})")
+        i = j
+    return "|".join(parts)
+
+
 def _build(specs: Iterable[_Spec]) -> tuple[str, dict[str, tuple[str, str]]]:
     """The combined pattern, and marker group name -> (spec marker, type).
 
     One top-level alternative per trigger char, holding that char's specs
-    in priority order; consecutive specs with the same guard (e.g. the
-    word-start check) share one copy of it. Specs used under several trigger chars get their group names
-    suffixed per copy (group names must be unique).
+    in priority order; consecutive specs with the same guards (e.g. the
+    word-start check) share one copy of them. Specs used under several
+    trigger chars get their group names suffixed per copy (group names
+    must be unique).
     """
     specs = list(specs)
     triggers: list[str] = []
@@ -703,13 +810,12 @@ def _build(specs: Iterable[_Spec]) -> tuple[str, dict[str, tuple[str, str]]]:
             if ch not in triggers:
                 triggers.append(ch)
     # The engine compares the trigger with each top-level alternative in
-    # turn: put the frequent ones first (digits, punctuation), the 26
-    # upper-case letters last.
+    # turn: put the frequent ones first (digits, punctuation), letters last.
     triggers.sort(key=lambda c: (c.isalpha() and c.isupper(), c.isalpha()))
     markers: dict[str, tuple[str, str]] = {}
     branches: list[str] = []
     for ti, ch in enumerate(triggers):
-        runs: list[tuple[str, list[str]]] = []
+        items: list[tuple[tuple[str, ...], str]] = []
         for marker, typ, chars, guard, rest, _ in specs:
             if ch not in chars:
                 continue
@@ -718,13 +824,8 @@ def _build(specs: Iterable[_Spec]) -> tuple[str, dict[str, tuple[str, str]]]:
                 name = f"{marker}__{ti}"
                 rest = _GROUP_NAME.sub(lambda g: f"(?P{g[1]}{g[2]}__{ti}", rest)
             markers[name] = (marker, typ)
-            alt = f"{rest}(?P<{name}>)"
-            if runs and runs[-1][0] == guard:
-                runs[-1][1].append(alt)
-            else:
-                runs.append((guard, [alt]))
-        parts = [f"{guard}(?:{'|'.join(alts)})" for guard, alts in runs]
-        branches.append(re.escape(ch) + "(?:" + "|".join(parts) + ")")
+            items.append((guard, f"{rest}(?P<{name}>)"))
+        branches.append(re.escape(ch) + "(?:" + _nest(items) + ")")
     return "|".join(branches), markers
 
 
@@ -769,7 +870,7 @@ class Redactor:
         # trigger where a validator said no.
         self._singles = tuple(
             re.compile(
-                "[" + re.escape(chars) + "]" + guard + f"(?:{rest})(?P<{marker}>)"
+                "[" + re.escape(chars) + "]" + "".join(guard) + f"(?:{rest})(?P<{marker}>)"
             )
             for marker, _, chars, guard, rest, _ in specs
         )
@@ -876,7 +977,10 @@ class Redactor:
                 total += c
             if not total:
                 return obj, 0
-            return (items if isinstance(obj, list) else type(obj)(items)), total
+            if isinstance(obj, list):
+                return items, total
+            make = getattr(obj, "_make", None)  # namedtuple
+            return (make(items) if make is not None else tuple(items)), total
         return obj, 0
 
     def _redact_str(self, s: str) -> tuple[str, int]:
