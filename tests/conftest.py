@@ -71,6 +71,11 @@ def engine_config(emu: Emulator) -> str:
             fallbacks: [gpt-4o-mini]
           student:
             model: {{model: openai/my-student, api_base: "{emu.base("openai")}", api_key: student-key}}
+          nothing-listens:
+            model: {{model: openai/gpt-4o, api_base: "http://127.0.0.1:9/v1", api_key: unused-key}}
+          nothing-listens-then-claude:
+            model: nothing-listens
+            fallbacks: [claude]
         router_settings:
           timeout: 3
           routing_strategy: simple-shuffle

@@ -94,7 +94,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             message = f"Unknown route {request.method} {request.url.path}."
         error = APIError(exc.status_code, message, code=code)
-        if exc.status_code == 413:
+        if exc.status_code in (400, 413):  # unparseable or oversized bodies are traced like other bad input
             _trace_rejection(request, error, None)
         return error.response()
 

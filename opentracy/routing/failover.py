@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+import aiohttp
+import httpx
 import litellm
+import openai
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,11 @@ STATUS_RULES: dict[int, Rule] = {
     429: Rule("rate_limit", True, True, 429, "rate_limit_error"),
 }
 SERVER_ERROR = Rule("server", True, True, 502, "upstream_error")
+CONNECTION = Rule("connection", True, True, 502, "upstream_error")
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError, httpx.TransportError, openai.APIConnectionError, aiohttp.ClientConnectionError,
+    aiohttp.ClientPayloadError,
+)
 CLIENT_ERROR = Rule("bad_request", False, False, 400, "invalid_request_error")
 
 
@@ -70,6 +78,10 @@ def classify(exc: BaseException) -> Failure:
     status = getattr(exc, "status_code", None)
     status = status if isinstance(status, int) else None
     rule = next((r for cls, r in RULES if isinstance(exc, cls)), None)
+    if rule is not None and rule.kind == "server" and _caused_by_connection_failure(exc):
+        # litellm reports "connection refused/reset" from the OpenAI client as a 500
+        # InternalServerError; name it for what it is.
+        rule = CONNECTION
     if rule is None:
         if status in STATUS_RULES:
             rule = STATUS_RULES[status]
@@ -87,6 +99,18 @@ def classify(exc: BaseException) -> Failure:
         client_code=rule.kind,
         message=_message_of(exc),
     )
+
+
+def _caused_by_connection_failure(exc: BaseException) -> bool:
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, CONNECTION_ERRORS):
+            return True
+        original = getattr(current, "original_exception", None)
+        current = original if isinstance(original, BaseException) else (current.__cause__ or current.__context__)
+        seen += 1
+    return False
 
 
 def _message_of(exc: BaseException) -> str:
