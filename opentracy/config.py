@@ -79,6 +79,7 @@ class EngineOptions:
     max_concurrent_upstream: int = 256
     stream_idle_timeout: float = 60.0
     connect_timeout: float = 10.0
+    passthrough: bool = True  # serve litellm model strings that the config does not name
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +316,7 @@ def _parse_engine_options(section: Mapping[str, Any], path: Path | None, env: Ma
                                             "OPENTRACY_STREAM_IDLE_TIMEOUT"),
         connect_timeout=_positive_float(pick("OPENTRACY_CONNECT_TIMEOUT", "connect_timeout", 10),
                                         "OPENTRACY_CONNECT_TIMEOUT"),
+        passthrough=_bool(pick("OPENTRACY_PASSTHROUGH", "passthrough", True), "OPENTRACY_PASSTHROUGH"),
     )
 
 

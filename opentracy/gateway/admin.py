@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from opentracy.gateway.errors import APIError
 from opentracy.gateway.extras import RequestContext
+from opentracy.gateway.schemas import error_responses
 from opentracy.store import AmbiguousTraceIdError
 from opentracy.tracing.reader import jsonable, parse_since
 
@@ -30,7 +31,7 @@ def _store(request: Request) -> Any:
     return store
 
 
-@router.get("/traces")
+@router.get("/traces", responses=error_responses(400, 401, 403, 404))
 async def list_traces(request: Request, last: int = Query(20, ge=0, le=10_000), alias: str | None = None,
                       model: str | None = None, status: str | None = None,
                       since: str | None = None) -> dict[str, Any]:
@@ -43,7 +44,7 @@ async def list_traces(request: Request, last: int = Query(20, ge=0, le=10_000), 
     return {"object": "list", "data": [jsonable(r) for r in rows]}
 
 
-@router.get("/traces/{trace_id}")
+@router.get("/traces/{trace_id}", responses=error_responses(400, 401, 403, 404))
 async def show_trace(request: Request, trace_id: str) -> dict[str, Any]:
     store = _store(request)
     try:

@@ -18,7 +18,7 @@ from opentracy import __version__
 from opentracy.engine import Engine
 from opentracy.gateway.errors import APIError
 from opentracy.gateway.extras import RequestContext, clean, cost_usd, extras_headers, routing_info
-from opentracy.gateway.schemas import ChatCompletionRequest, EmbeddingRequest
+from opentracy.gateway.schemas import ChatCompletionRequest, EmbeddingRequest, error_responses
 from opentracy.gateway.streaming import StreamResult, stream_events
 from opentracy.routing.aliases import Route, UnknownModelError
 from opentracy.routing.router import RouteOutcome
@@ -55,9 +55,10 @@ def _resolve(engine: Engine, ctx: RequestContext, tracer: Tracer, payload: dict[
         return engine.resolver.resolve(ctx.requested_model)
     except UnknownModelError:
         served = ", ".join(engine.resolver.served_names()) or "(none configured)"
+        hint = (" Provider models can also be named as litellm model strings such as 'openai/gpt-4o'."
+                if engine.settings.engine.passthrough else "")
         error = APIError(404, f"The model '{ctx.requested_model}' does not exist or is not served by this "
-                              f"engine. Served models: {served}. Provider models can also be named as "
-                              f"litellm model strings such as 'openai/gpt-4o'.",
+                              f"engine. Served models: {served}.{hint}",
                          param="model", code="model_not_found", headers=extras_headers(ctx))
         tracer.rejected(ctx, error, payload)
         raise error from None
@@ -73,7 +74,15 @@ def _upstream_error(engine: Engine, ctx: RequestContext, outcome: RouteOutcome) 
                     headers=headers, extra={"_routing": routing_info(ctx, outcome)})
 
 
-@router.post("/v1/chat/completions", response_model=None)
+CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "A chat completion (JSON), or with stream=true server-sent events of chunks",
+          "content": {"application/json": {"schema": {"type": "object"}},
+                      "text/event-stream": {"schema": {"type": "string"}}}},
+    **error_responses(400, 401, 404, 413, 429, 502, 503, 504),
+}
+
+
+@router.post("/v1/chat/completions", response_model=None, responses=CHAT_RESPONSES)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
     engine, tracer = _engine(request), _tracer(request)
     ctx = RequestContext(requested_model=body.model, stream=bool(body.stream), user=body.user,
@@ -114,7 +123,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
     return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
 
-@router.post("/v1/embeddings")
+@router.post("/v1/embeddings", responses=error_responses(400, 401, 404, 413, 429, 502, 503, 504))
 async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
     engine, tracer = _engine(request), _tracer(request)
     ctx = RequestContext(requested_model=body.model, user=body.user)
@@ -159,7 +168,7 @@ def _json_answer(ctx: RequestContext, outcome: RouteOutcome) -> JSONResponse:
     return JSONResponse(data, headers=extras_headers(ctx, cost, latency, outcome.target.model))
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses=error_responses(401))
 async def list_models(request: Request) -> dict[str, Any]:
     engine = _engine(request)
     ctx = RequestContext(requested_model="")

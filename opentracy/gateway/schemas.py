@@ -131,3 +131,26 @@ class EmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: Annotated[int, Field(ge=1)] | None = None
     user: Annotated[str, Field(max_length=512)] | None = None
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error the engine returns: OpenAI's shape (extra top-level keys such as ``_routing``)."""
+
+    model_config = ConfigDict(extra="allow")
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for the given error statuses."""
+    reasons = {400: "Malformed body or invalid fields", 401: "Missing or wrong engine key",
+               403: "Not an admin key", 404: "Unknown model or trace", 413: "Body over the size limit",
+               429: "Upstream rate limit after all fallbacks", 502: "Upstream failed after all fallbacks",
+               503: "Engine at its concurrent-upstream limit", 504: "Upstream timed out after all fallbacks"}
+    return {status: {"model": ErrorBody, "description": reasons[status]} for status in statuses}

@@ -65,6 +65,8 @@ class ModelResolver:
         group = self._settings.model_group_alias.get(requested, requested)
         if self._settings.deployments_for(group):
             return Route(requested, None, tuple(self._expand_group(group, ())))
+        if not self._settings.engine.passthrough:
+            raise UnknownModelError(f"model {requested!r} is not configured (pass-through is off)")
         return Route(requested, None, (self._passthrough(requested, {"model": requested}),))
 
     def validate(self) -> None:
