@@ -26,11 +26,15 @@ class Engine:
 
     @classmethod
     def build(cls, settings: Settings) -> "Engine":
+        def remove_secrets(text: str) -> str:
+            return scrub(text, settings.secrets)
+
         return cls(
             settings=settings,
             resolver=ModelResolver(settings),
             router=Router(num_retries=settings.num_retries, timeout=settings.timeout,
-                          drop_params=settings.drop_params, connect_timeout=settings.engine.connect_timeout),
+                          drop_params=settings.drop_params, connect_timeout=settings.engine.connect_timeout,
+                          scrub=remove_secrets),
             keys=KeyRing.from_settings(settings),
             upstream_slots=asyncio.Semaphore(settings.engine.max_concurrent_upstream or 1_000_000),
         )

@@ -67,7 +67,8 @@ class Router:
     """Runs routes; holds only immutable settings, so one instance serves all requests."""
 
     def __init__(self, *, num_retries: int, timeout: float | None, drop_params: bool,
-                 connect_timeout: float = 10.0) -> None:
+                 connect_timeout: float = 10.0, scrub: Callable[[str], str] = str) -> None:
+        self._scrub = scrub  # removes provider/engine keys from upstream error text (some echo them)
         self._num_retries = num_retries
         self._timeout = timeout or DEFAULT_TIMEOUT
         self._connect_timeout = connect_timeout
@@ -95,6 +96,7 @@ class Router:
                     await asyncio.wait_for(self._call(outcome, target, request, kind, stream, metadata), deadline)
                 except Exception as exc:  # every upstream failure is classified, none escapes
                     failure = _explain_missing_credentials(classify(exc), target)
+                    failure = dataclasses.replace(failure, message=self._scrub(failure.message))
                     outcome.failure = failure
                     outcome.attempts.append(Attempt(
                         target.model, target.provider, "error", _ms_since(started),
