@@ -1,17 +1,21 @@
-"""The ``opentracy`` command: serve | check-config (and, as they land, traces | stats | export | reload)."""
+"""The ``opentracy`` command: serve the gateway, read its traces, and manage it."""
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
 import json
+import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import opentracy  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before litellm loads)
 from opentracy.config import ConfigError, Settings, load_engine_options, load_settings, looks_like_secret_name
+
+if TYPE_CHECKING:
+    from opentracy.tracing.reader import TraceSource
 
 DEFAULT_CONFIG = "litellm_config.yaml"
 
@@ -46,6 +50,34 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--insecure-no-auth", action="store_true",
                        help="allow a non-loopback address with no engine key (anyone reaching it spends your keys)")
     serve.set_defaults(handler=_serve)
+
+    reload = sub.add_parser("reload", help="make the running server apply its config file again")
+    _add_source_arguments(reload)
+    reload.set_defaults(handler=_reload)
+
+    export = sub.add_parser("export", help="traces -> fine-tuning JSONL (OpenAI chat format)")
+    export.add_argument("--alias")
+    export.add_argument("--model")
+    export.add_argument("--since", help="e.g. 7d")
+    export.add_argument("--status", default="ok", help="ok (default), error, cancelled or all")
+    export.add_argument("--format", default="openai", choices=["openai", "pairs"])
+    export.add_argument("--out", help="file to write (default: stdout)")
+    _add_source_arguments(export)
+    export.set_defaults(handler=_export)
+
+    stats = sub.add_parser("stats", help="requests, errors, latency, TTFT, tokens and cost per group")
+    stats.add_argument("--by", default="alias", choices=["alias", "model", "provider"])
+    stats.add_argument("--since", default="24h")
+    stats.add_argument("--json", action="store_true")
+    _add_source_arguments(stats)
+    stats.set_defaults(handler=_stats)
+
+    compare = sub.add_parser("compare", help="primary vs shadow over the same requests")
+    compare.add_argument("--alias", required=True)
+    compare.add_argument("--since", default="7d")
+    compare.add_argument("--json", action="store_true")
+    _add_source_arguments(compare)
+    compare.set_defaults(handler=_compare)
 
     hash_key = sub.add_parser("hash-key", help="print the sha256: form of an engine key (read from stdin)")
     hash_key.set_defaults(handler=_hash_key)
@@ -117,6 +149,8 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"opentracy: cannot open the trace store: {exc}", file=sys.stderr)
             return 2
     app = create_app(settings, tracer)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("opentracy").setLevel(args.log_level.upper())
     _print_banner(settings, args.host, args.port)
     engine_file = settings.engine.data_dir / ENGINE_FILE
     local_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
@@ -131,16 +165,30 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _traces(args: argparse.Namespace) -> int:
+def _open(args: argparse.Namespace) -> "TraceSource":
     from opentracy.tracing.reader import open_source
 
-    options = load_engine_options(_config_path(args.config))
+    return open_source(load_engine_options(_config_path(args.config)), args.server, args.api_key)
+
+
+def _with_source(args: argparse.Namespace, work: Callable[["TraceSource"], int]) -> int:
+    """Run ``work`` against the store or the running server; errors become one-line messages."""
     try:
-        source = open_source(options, args.server, args.api_key)
+        source = _open(args)
     except RuntimeError as exc:
         print(f"opentracy: {exc}", file=sys.stderr)
         return 2
     try:
+        return work(source)
+    except (RuntimeError, ValueError, OSError) as exc:
+        print(f"opentracy: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        source.close()
+
+
+def _traces(args: argparse.Namespace) -> int:
+    def work(source: "TraceSource") -> int:
         if args.action:
             if args.action[0] != "show" or len(args.action) != 2:
                 print("usage: opentracy traces show TRACE_ID", file=sys.stderr)
@@ -153,17 +201,124 @@ def _traces(args: argparse.Namespace) -> int:
             return 0
         rows = source.query(last=args.last, alias=args.alias, model=args.model, status=args.status,
                             since=args.since)
-    except (RuntimeError, ValueError) as exc:
+        if args.json:
+            for row in rows:
+                print(json.dumps(row, ensure_ascii=False, default=str))
+        else:
+            print(format_trace_table(rows))
+        return 0
+
+    return _with_source(args, work)
+
+
+def _reload(args: argparse.Namespace) -> int:
+    from opentracy.tracing.reader import ServerSource, running_server
+
+    url = args.server or running_server(load_engine_options(_config_path(args.config)).data_dir)
+    if not url:
+        print("opentracy: no running server found; pass --server http://HOST:PORT", file=sys.stderr)
+        return 2
+    server = ServerSource(url, args.api_key)
+    try:
+        result = server.reload()
+    except RuntimeError as exc:
         print(f"opentracy: {exc}", file=sys.stderr)
         return 2
     finally:
-        source.close()
-    if args.json:
-        for row in rows:
-            print(json.dumps(row, ensure_ascii=False, default=str))
-    else:
-        print(format_trace_table(rows))
+        server.close()
+    print(f"reloaded {result['config']}: aliases {', '.join(result['aliases']) or '-'}; "
+          f"models {', '.join(result['models']) or '-'}")
     return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from opentracy.export import NoContentError, export
+
+    # "ok" reads every status so the summary can say how many errors and cancellations were skipped.
+    status = None if args.status in ("ok", "all") else args.status
+
+    def work(source: "TraceSource") -> int:
+        rows = source.export_rows(alias=args.alias, model=args.model, status=status, since=args.since)
+        out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+        progress = _progress if sys.stderr.isatty() else None
+        try:
+            summary = export(rows, out, fmt=args.format, include_failed=args.status != "ok", progress=progress)
+        except NoContentError as exc:
+            print(f"opentracy: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            if args.out:
+                out.close()
+        if progress:
+            print(file=sys.stderr)
+        print(summary.describe(args.out or "stdout"), file=sys.stderr)
+        return 0
+
+    return _with_source(args, work)
+
+
+def _progress(count: int) -> None:
+    if count % 100 == 0 or count < 100:
+        print(f"\rexporting: {count} traces read", end="", file=sys.stderr, flush=True)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    def work(source: "TraceSource") -> int:
+        rows = source.stats(by=args.by, since=args.since)
+        if args.json:
+            for row in rows:
+                print(json.dumps(row, default=str))
+            return 0
+        columns = [(args.by, 28), ("requests", 9), ("errors", 7), ("p50 ms", 9), ("p95 ms", 9),
+                   ("ttft p50", 9), ("ttft p95", 9), ("tokens in/out", 16), ("cost $", 11)]
+        print("  ".join(name.ljust(width) for name, width in columns))
+        for r in rows:
+            cells = [str(r["key"]), str(r["requests"]), f"{r['error_rate'] * 100:.1f}%", _ms(r["p50_ms"]),
+                     _ms(r["p95_ms"]), _ms(r["ttft_p50_ms"]), _ms(r["ttft_p95_ms"]),
+                     f"{r['prompt_tokens']}/{r['completion_tokens']}", f"{r['cost_usd']:.6f}"]
+            print("  ".join(c[:w].ljust(w) for c, (_, w) in zip(cells, columns)))
+        if not rows:
+            print(f"no traces in the last {args.since}")
+        return 0
+
+    return _with_source(args, work)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    def work(source: "TraceSource") -> int:
+        rows = source.compare(alias=args.alias, since=args.since)
+        if args.json:
+            for row in rows:
+                print(json.dumps(row))
+            return 0
+        if not rows:
+            print(f"no shadow traffic for alias {args.alias!r} in the last {args.since} "
+                  f"(add `shadow: [...]` to the alias and reload)")
+            return 0
+        for r in rows:
+            print(f"{args.alias}: {', '.join(r['primary_models'])}  vs  shadow {r['shadow_model']}")
+            print(f"  pairs {r['pairs']} (both answered: {r['compared']})")
+            print(f"  exact match        {_pct(r['exact_match'])}")
+            print(f"  normalised match   {_pct(r['normalised_match'])}")
+            print(f"  same tool + args   {_pct(r['same_tool_and_arguments'])} of {r['tool_calls_compared']} tool calls")
+            print(f"  cost ratio         {_x(r['cost_ratio'])} (shadow / primary)")
+            print(f"  latency ratio p50  {_x(r['latency_ratio_p50'])}")
+            print(f"  error rate         primary {_pct(r['primary_error_rate'])}, shadow {_pct(r['shadow_error_rate'])}")
+        return 0
+
+    return _with_source(args, work)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}x"
 
 
 TABLE_COLUMNS = (("time", 19), ("trace", 12), ("status", 9), ("alias", 12), ("model", 30), ("tokens", 11),

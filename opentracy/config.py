@@ -52,14 +52,25 @@ class Deployment:
 
 @dataclass(frozen=True, slots=True)
 class AliasSpec:
-    """An ``aliases:`` entry as written: a primary target and ordered fallbacks.
+    """An ``aliases:`` entry as written.
 
-    A target is a ``model_list`` name, another alias, or a litellm model string, optionally with
-    litellm params (``{model: openai/student, api_base: http://student:8000/v1}``).
+    ``split`` holds the entries traffic is divided between (one entry for a plain ``model:``), with
+    their ``weights``; the entry not picked for a request follow as fallbacks, then ``fallbacks``.
+    ``shadow`` targets receive a copy of each request after the answer, never affecting it. A target
+    is a ``model_list`` name, another alias, or a litellm model string, optionally with litellm params
+    (``{model: openai/student, api_base: http://student:8000/v1}``).
     """
 
     name: str
-    targets: tuple[Mapping[str, Any], ...]
+    split: tuple[Mapping[str, Any], ...]
+    weights: tuple[float, ...]
+    fallbacks: tuple[Mapping[str, Any], ...] = ()
+    shadow: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def targets(self) -> tuple[Mapping[str, Any], ...]:
+        """Every target in declared order (split, then fallbacks)."""
+        return (*self.split, *self.fallbacks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +91,7 @@ class EngineOptions:
     stream_idle_timeout: float = 60.0
     connect_timeout: float = 10.0
     passthrough: bool = True  # serve litellm model strings that the config does not name
+    max_concurrent_shadows: int = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,19 +250,40 @@ def _parse_alias(name: str, spec: Any) -> AliasSpec:
     if isinstance(spec, str):
         spec = {"model": spec}
     if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: must be a model name or a mapping with `model:` and optional `fallbacks:`")
-    primary = spec.get("model")
-    if primary is None:
-        raise ConfigError(f"{where}.model: missing; name the model this alias serves")
-    fallbacks = spec.get("fallbacks") or []
-    if not isinstance(fallbacks, list):
-        raise ConfigError(f"{where}.fallbacks: must be a list of models")
-    unknown = set(spec) - {"model", "fallbacks"}
+        raise ConfigError(f"{where}: must be a model name or a mapping with `model:` (or `targets:`), "
+                          f"optional `fallbacks:` and `shadow:`")
+    unknown = set(spec) - {"model", "targets", "fallbacks", "shadow"}
     if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; an alias takes `model` and `fallbacks`")
-    targets = tuple(_parse_target(t, f"{where}.{'model' if i == 0 else f'fallbacks[{i - 1}]'}")
-                    for i, t in enumerate([primary, *fallbacks]))
-    return AliasSpec(name, targets)
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; an alias takes model or targets, "
+                          f"fallbacks and shadow")
+    if ("model" in spec) == ("targets" in spec):
+        raise ConfigError(f"{where}: give exactly one of `model:` (one target) or `targets:` (a weighted split)")
+    if "model" in spec:
+        split, weights = (_parse_target(spec["model"], f"{where}.model"),), (1.0,)
+    else:
+        entries = _list(spec, "targets", where)
+        if not entries:
+            raise ConfigError(f"{where}.targets: must list at least one target")
+        split = tuple(_parse_target({k: v for k, v in e.items() if k != "weight"} if isinstance(e, dict) else e,
+                                    f"{where}.targets[{i}]") for i, e in enumerate(entries))
+        weights = tuple(_weight(e, f"{where}.targets[{i}].weight") for i, e in enumerate(entries))
+        if not sum(weights) > 0:
+            raise ConfigError(f"{where}.targets: the weights add up to 0; give at least one a positive weight")
+    fallbacks = tuple(_parse_target(t, f"{where}.fallbacks[{i}]")
+                      for i, t in enumerate(_list(spec, "fallbacks", where)))
+    shadow = tuple(_parse_target(t, f"{where}.shadow[{i}]") for i, t in enumerate(_list(spec, "shadow", where)))
+    return AliasSpec(name, split, weights, fallbacks, shadow)
+
+
+def _weight(entry: Any, where: str) -> float:
+    value = entry.get("weight", 1) if isinstance(entry, dict) else 1
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if weight < 0:
+        raise ConfigError(f"{where}: must not be negative")
+    return weight
 
 
 def _parse_target(target: Any, where: str) -> Mapping[str, Any]:
@@ -317,6 +350,8 @@ def _parse_engine_options(section: Mapping[str, Any], path: Path | None, env: Ma
         connect_timeout=_positive_float(pick("OPENTRACY_CONNECT_TIMEOUT", "connect_timeout", 10),
                                         "OPENTRACY_CONNECT_TIMEOUT"),
         passthrough=_bool(pick("OPENTRACY_PASSTHROUGH", "passthrough", True), "OPENTRACY_PASSTHROUGH"),
+        max_concurrent_shadows=_non_negative_int(pick("OPENTRACY_MAX_CONCURRENT_SHADOWS", "max_concurrent_shadows", 16),
+                                                 "OPENTRACY_MAX_CONCURRENT_SHADOWS"),
     )
 
 
@@ -357,10 +392,10 @@ def _mapping(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
-def _list(raw: Mapping[str, Any], key: str) -> list[Any]:
+def _list(raw: Mapping[str, Any], key: str, where: str = "") -> list[Any]:
     value = raw.get(key) or []
     if not isinstance(value, list):
-        raise ConfigError(f"{key}: must be a list")
+        raise ConfigError(f"{where + '.' if where else ''}{key}: must be a list")
     return value
 
 

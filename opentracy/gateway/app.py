@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
@@ -16,7 +19,9 @@ from opentracy.engine import Engine
 from opentracy.gateway.admin import router as admin_router
 from opentracy.gateway.errors import install_error_handlers
 from opentracy.gateway.limits import BodySizeLimit
+from opentracy.gateway.reload import reload_on_signal
 from opentracy.gateway.routes import router
+from opentracy.gateway.shadow import Shadower
 from opentracy.tracing.tracer import Tracer
 
 
@@ -31,15 +36,19 @@ def create_app(settings: Settings, tracer: Tracer | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         litellm.suppress_debug_info = True  # no provider-list banners on stdout for each error
         app.state.tracer.register()
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # no SIGHUP on some platforms
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_on_signal, app)
         try:
             yield
         finally:
+            await app.state.shadower.drain()
             app.state.tracer.close()  # flushes queued traces (to the store, or the spool)
 
     app = FastAPI(title="OpenTracy", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine = Engine.build(settings)
     app.state.tracer = tracer or Tracer()
     app.state.started_at = time.time()
+    app.state.shadower = Shadower(settings.engine.max_concurrent_shadows)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     install_error_handlers(app)
     app.include_router(router)

@@ -30,6 +30,7 @@ class RequestContext:
     key_name: str | None = None
     user: str | None = None
     client_metadata: dict[str, Any] | None = None
+    shadow_of: str | None = None  # the primary's trace id, for a mirrored call
     trace_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     started: float = field(default_factory=time.perf_counter)
     start_time: float = field(default_factory=time.time)

@@ -18,6 +18,7 @@ from opentracy import __version__
 from opentracy.engine import Engine
 from opentracy.gateway.errors import APIError
 from opentracy.gateway.extras import RequestContext, clean, cost_usd, extras_headers, routing_info
+from opentracy.gateway.shadow import Shadower
 from opentracy.gateway.schemas import ChatCompletionRequest, EmbeddingRequest, error_responses
 from opentracy.gateway.streaming import StreamResult, stream_events
 from opentracy.routing.aliases import Route, UnknownModelError
@@ -52,7 +53,7 @@ def _authenticate(engine: Engine, request: Request, ctx: RequestContext, tracer:
 
 def _resolve(engine: Engine, ctx: RequestContext, tracer: Tracer, payload: dict[str, Any]) -> Route:
     try:
-        return engine.resolver.resolve(ctx.requested_model)
+        return engine.resolver.resolve(ctx.requested_model, ctx.user)
     except UnknownModelError:
         served = ", ".join(engine.resolver.served_names()) or "(none configured)"
         hint = (" Provider models can also be named as litellm model strings such as 'openai/gpt-4o'."
@@ -106,13 +107,18 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
     except BaseException:
         engine.upstream_slots.release()
         raise
+    shadower: Shadower = request.app.state.shadower
     if not ctx.stream:
         engine.upstream_slots.release()
-        return _json_answer(ctx, outcome)
+        answer = _json_answer(ctx, outcome)
+        shadower.mirror(engine, tracer, ctx, route, payload)
+        return answer
 
     def finished(result: StreamResult) -> None:
         engine.upstream_slots.release()  # a stream holds its slot until it ends, however it ends
         tracer.stream_ended(ctx, outcome, payload, result)
+        if result.status == "ok":
+            shadower.mirror(engine, tracer, ctx, route, payload)
 
     assert outcome.target is not None
     events = stream_events(ctx, outcome, client_wants_usage=bool(body.stream_options and body.stream_options.include_usage),
@@ -189,5 +195,5 @@ async def health(request: Request) -> dict[str, Any]:
 
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> str:
-    return _tracer(request).prometheus()
+    return _tracer(request).prometheus() + request.app.state.shadower.prometheus()
 

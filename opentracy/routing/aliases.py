@@ -8,6 +8,7 @@ engine's provider keys from the environment.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -45,6 +46,7 @@ class Route:
     requested_model: str
     alias: str | None
     targets: tuple[Target, ...]
+    shadow: tuple[Target, ...] = ()  # mirrored after the answer (aliases.<name>.shadow)
 
 
 class ModelResolver:
@@ -58,10 +60,15 @@ class ModelResolver:
         names = [*self._settings.aliases, *self._settings.model_names, *self._settings.model_group_alias]
         return list(dict.fromkeys(names))
 
-    def resolve(self, requested: str) -> Route:
-        """Targets for ``requested``; raises :class:`UnknownModelError` if nothing serves it."""
+    def resolve(self, requested: str, user: str | None = None) -> Route:
+        """Targets for ``requested``; raises :class:`UnknownModelError` if nothing serves it.
+
+        For a weighted split, ``user`` (OpenAI's ``user`` field) keeps a user on one target.
+        """
         if requested in self._settings.aliases:
-            return Route(requested, requested, tuple(self._expand_alias(requested, ())))
+            shadow = tuple(t for spec in self._settings.aliases[requested].shadow
+                           for t in self._expand_entry(spec, (requested,), user)[:1])
+            return Route(requested, requested, tuple(self._expand_alias(requested, (), user)), shadow)
         group = self._settings.model_group_alias.get(requested, requested)
         if self._settings.deployments_for(group):
             return Route(requested, None, tuple(self._expand_group(group, ())))
@@ -71,8 +78,10 @@ class ModelResolver:
 
     def validate(self) -> None:
         """Resolve every alias and group once so unknown targets and cycles fail at start."""
-        for name in self._settings.aliases:
+        for name, spec in self._settings.aliases.items():
             try:
+                for entry in (*spec.targets, *spec.shadow):  # every split entry, not only one pick
+                    self._expand_entry(entry, (name,), None)
                 self.resolve(name)
             except UnknownModelError as exc:
                 raise ConfigError(f"aliases.{name}: {exc}; use a model_list name, an alias, or a "
@@ -88,20 +97,24 @@ class ModelResolver:
                                       f"model_list; fallbacks name model groups")
             self._expand_group(group, ())
 
-    def _expand_alias(self, name: str, seen: tuple[str, ...]) -> list[Target]:
+    def _expand_alias(self, name: str, seen: tuple[str, ...], user: str | None = None) -> list[Target]:
         if name in seen:
             raise ConfigError(f"fallback cycle: {' -> '.join((*seen, name))}; remove one of the links")
+        spec = self._settings.aliases[name]
+        pick = pick_weighted(spec.weights, user)
+        split = [spec.split[pick], *(entry for i, entry in enumerate(spec.split) if i != pick)]
         targets: list[Target] = []
-        for spec in self._settings.aliases[name].targets:
-            model = str(spec["model"])
-            extra = {k: v for k, v in spec.items() if k != "model"}
-            if not extra and model in self._settings.aliases:
-                targets += self._expand_alias(model, (*seen, name))
-            elif not extra and self._settings.deployments_for(model):
-                targets += self._expand_group(model, (*seen, name))
-            else:
-                targets.append(self._passthrough(model, dict(spec)))
+        for entry in (*split, *spec.fallbacks):
+            targets += self._expand_entry(entry, (*seen, name), user)
         return _unique(targets)
+
+    def _expand_entry(self, spec: Mapping[str, Any], seen: tuple[str, ...], user: str | None) -> list[Target]:
+        model = str(spec["model"])
+        if len(spec) == 1 and model in self._settings.aliases:
+            return self._expand_alias(model, seen, user)
+        if len(spec) == 1 and self._settings.deployments_for(model):
+            return self._expand_group(model, seen)
+        return [self._passthrough(model, dict(spec))]
 
     def _expand_group(self, group: str, seen: tuple[str, ...]) -> list[Target]:
         """A model_list group's deployments (load-balanced), then its router fallbacks.
@@ -165,6 +178,23 @@ def _balanced(deployments: tuple[Deployment, ...]) -> list[Deployment]:
         pick = random.choices(range(len(pool)), weights=weights)[0]
         ordered.append(pool.pop(pick))
     return ordered
+
+
+def pick_weighted(weights: tuple[float, ...], user: str | None) -> int:
+    """Index of the split entry serving this request: sticky per ``user`` (hashed), else random."""
+    if len(weights) == 1:
+        return 0
+    total = sum(weights)
+    if user:
+        digest = hashlib.sha256(user.encode("utf-8", "surrogatepass")).digest()
+        point = int.from_bytes(digest[:8], "big") / 2**64 * total
+    else:
+        point = random.random() * total
+    for index, weight in enumerate(weights):
+        if point < weight:
+            return index
+        point -= weight
+    return max(i for i, w in enumerate(weights) if w > 0)
 
 
 def _unique(targets: list[Target]) -> list[Target]:

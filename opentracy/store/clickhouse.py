@@ -318,7 +318,13 @@ class TraceStore:
             result = client.query(sql, parameters=params)
         names = result.column_names
         for values in result.result_rows:
-            yield decode_columns(dict(zip(names, values)))
+            row = dict(zip(names, values))
+            row.update(decode_columns(row))  # trace columns decoded; aggregates and aliases as returned
+            yield row
+
+    def select(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Rows of a parameterised SELECT over ``opentracy_traces`` (for the analytics queries)."""
+        return list(self._rows(sql, params or {}))
 
 
 def _select_list(fields: Sequence[str] | None) -> str:

@@ -137,6 +137,7 @@ def _add_gateway_facts(record: TraceRecord, gateway: Mapping[str, Any], call_sta
     record.api_key_name = str(gateway.get("key_name") or "")
     record.user = str(gateway.get("user") or record.user)
     record.metadata = dict(gateway.get("client_metadata") or {})
+    record.shadow_of = str(gateway.get("shadow_of") or "")
     prior = list(gateway.get("prior_attempts") or [])
     record.attempts = prior + record.attempts
     record.fallback_used = bool(gateway.get("fallback_used", bool(prior)))

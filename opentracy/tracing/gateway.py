@@ -41,8 +41,8 @@ class GatewayTracer(Tracer):
     def __init__(self, settings: Settings, store: TraceStore, writer: TraceWriter) -> None:
         self.store = store
         self.writer = writer
-        self.policy = TracePolicy(store_content=settings.engine.trace_content, redact=settings.engine.trace_redact,
-                                  secrets=settings.secrets)
+        self.policy = _policy(settings)
+        self._aliases = frozenset(settings.aliases)
         self.logger = OpenTracyLogger(self.submit)
         self._auth_failures = 0
         self._lock = threading.Lock()
@@ -62,6 +62,10 @@ class GatewayTracer(Tracer):
         if self.logger not in litellm.callbacks:
             litellm.callbacks.append(self.logger)
 
+    def reconfigure(self, settings: Settings) -> None:
+        self.policy = _policy(settings)  # the store itself (URL, TTL) changes only with a restart
+        self._aliases = frozenset(settings.aliases)
+
     def submit(self, record: TraceRecord) -> None:
         self.writer.submit(self.policy.apply(record))
 
@@ -74,6 +78,7 @@ class GatewayTracer(Tracer):
                 "selected_model": target.model, "key_name": ctx.key_name, "user": ctx.user,
                 "client_metadata": ctx.client_metadata, "start_time": ctx.start_time,
                 "prior_attempts": [a.public() for a in prior], "fallback_used": target is not route.targets[0],
+                "shadow_of": ctx.shadow_of,
             }}
         return factory
 
@@ -88,6 +93,8 @@ class GatewayTracer(Tracer):
     def rejected(self, ctx: "RequestContext", error: "APIError", payload: Mapping[str, Any] | None) -> None:
         record = self._base(ctx, status="error", error=error)
         _add_request(record, payload)
+        if ctx.requested_model in self._aliases:  # rejected before routing, but still this alias's traffic
+            record.alias = ctx.requested_model
         self.submit(record)
 
     def failed(self, ctx: "RequestContext", outcome: "RouteOutcome", payload: Mapping[str, Any],
@@ -157,9 +164,15 @@ class GatewayTracer(Tracer):
             api_key_name=ctx.key_name or "",
             user=ctx.user or "",
             metadata=dict(ctx.client_metadata or {}),
+            shadow_of=ctx.shadow_of or "",
             source="gateway",
             version=__version__,
         )
+
+
+def _policy(settings: Settings) -> TracePolicy:
+    return TracePolicy(store_content=settings.engine.trace_content, redact=settings.engine.trace_redact,
+                       secrets=settings.secrets)
 
 
 def _add_request(record: TraceRecord, payload: Mapping[str, Any] | None) -> None:

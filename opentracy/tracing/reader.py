@@ -11,12 +11,12 @@ import os
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Iterator, Mapping, Protocol
 
 import httpx
 
 from opentracy.config import EngineOptions
-from opentracy.store import StoreLockedError, TraceStore, parse_store_url
+from opentracy.store import StoreLockedError, TraceStore, analytics, parse_store_url
 
 SINCE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 ENGINE_FILE = "engine.json"
@@ -27,6 +27,13 @@ class TraceSource(Protocol):
               since: str | None) -> list[dict[str, Any]]: ...
 
     def get(self, trace_id: str) -> dict[str, Any] | None: ...
+
+    def stats(self, *, by: str, since: str | None) -> list[dict[str, Any]]: ...
+
+    def compare(self, *, alias: str, since: str | None) -> list[dict[str, Any]]: ...
+
+    def export_rows(self, *, alias: str | None, model: str | None, status: str | None,
+                    since: str | None) -> Iterator[dict[str, Any]]: ...
 
     def close(self) -> None: ...
 
@@ -56,6 +63,18 @@ class StoreSource:
         row = self._store.get_trace(trace_id)
         return jsonable(row) if row else None
 
+    def stats(self, *, by: str, since: str | None) -> list[dict[str, Any]]:
+        return [jsonable(r) for r in analytics.stats(self._store, by, parse_since(since) if since else None)]
+
+    def compare(self, *, alias: str, since: str | None) -> list[dict[str, Any]]:
+        return analytics.compare(self._store, alias, parse_since(since) if since else None)
+
+    def export_rows(self, *, alias: str | None, model: str | None, status: str | None,
+                    since: str | None) -> Iterator[dict[str, Any]]:
+        window = parse_since(since) if since else None
+        return (jsonable(r) for r in analytics.iter_traces(self._store, alias=alias, model=model, status=status,
+                                                            since=window))
+
     def close(self) -> None:
         self._store.close()
 
@@ -77,6 +96,26 @@ class ServerSource:
             return None
         return self._checked(response)
 
+    def stats(self, *, by: str, since: str | None) -> list[dict[str, Any]]:
+        return self._call("GET", "/admin/stats", _present(by=by, since=since))["data"]
+
+    def compare(self, *, alias: str, since: str | None) -> list[dict[str, Any]]:
+        return self._call("GET", "/admin/compare", _present(alias=alias, since=since))["data"]
+
+    def export_rows(self, *, alias: str | None, model: str | None, status: str | None,
+                    since: str | None) -> Iterator[dict[str, Any]]:
+        params = _present(alias=alias, model=model, status=status, since=since)
+        with self._client.stream("GET", "/admin/export", params=params, timeout=None) as response:
+            if response.status_code >= 400:
+                response.read()
+                self._checked(response)
+            for line in response.iter_lines():
+                if line.strip():
+                    yield json.loads(line)
+
+    def reload(self) -> dict[str, Any]:
+        return self._call("POST", "/admin/reload", {})
+
     def close(self) -> None:
         self._client.close()
 
@@ -92,6 +131,10 @@ class ServerSource:
                 message = response.text[:200]
             raise RuntimeError(f"server answered {response.status_code}: {message}")
         return response.json()
+
+
+def _present(**params: Any) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
 
 
 def running_server(data_dir: Path) -> str | None:

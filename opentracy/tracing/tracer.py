@@ -22,6 +22,9 @@ class Tracer:
     def register(self) -> None:
         pass
 
+    def reconfigure(self, settings: Any) -> None:
+        """A reload: apply the new config's trace settings (content, redaction, secrets)."""
+
     def call_metadata(self, ctx: "RequestContext", route: "Route") -> "MetadataFactory | None":
         return None
 
