@@ -17,7 +17,8 @@ from typing import Any, Iterator
 from opentracy.store.clickhouse import TraceStore
 from opentracy.store.migrations import TRACES_TABLE
 
-GROUP_KEYS = {"alias": "if(alias = '', '-', alias)", "model": "selected_model", "provider": "provider"}
+GROUP_KEYS = {"alias": "if(alias = '', '-', alias)", "model": "if(selected_model = '', '-', selected_model)",
+              "provider": "if(provider = '', '-', provider)"}
 EXPORT_PAGE = 1000
 
 
