@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -116,8 +118,7 @@ def test_teacher_to_student_without_touching_the_app(emu: Emulator, tmp_path: Pa
         assert report["exact_match"] == 0.0  # the emulated student names itself in its answer
         assert report["cost_ratio"] is not None and report["cost_ratio"] < 1  # the student is cheaper
         assert report["shadow_error_rate"] == 0.0
-        metrics = httpx.get(f"{engine.url}/metrics").text
-        assert "opentracy_shadow_started_total 3" in metrics
+        assert metric(httpx.get(f"{engine.url}/metrics").text, "opentracy_shadow_started_total") == 3
 
         # 4. A 90/10 split, sticky per user.
         stage(engine, emu, "split")
@@ -179,3 +180,30 @@ def test_reloads_under_load_fail_no_request_and_bad_config_keeps_running(emu: Em
     assert failures == []
     assert answered["openai/my-student"] > 0 and answered["anthropic/claude-sonnet-4-6"] > 0
     assert after.status_code == 200 and after.json()["_routing"]["selected_model"] == "anthropic/claude-sonnet-4-6"
+
+
+def test_sighup_reloads_and_excess_shadows_are_dropped_and_counted(emu: Emulator, tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(config(emu, STAGES["teacher"]))
+    engine = EngineProcess(config=path, data_dir=tmp_path / "data", env={"OPENTRACY_MAX_CONCURRENT_SHADOWS": "1"}).start()
+    app = App(engine.base_url)
+    try:
+        path.write_text(config(emu, STAGES["shadow"]))
+        assert engine.proc is not None
+        engine.proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        emu.delay_ms = 300  # each mirror holds its one slot for a while
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda i: app.ask(f"q{i}"), range(4)))
+        assert all(a.choices[0].message.content.startswith("Hello from claude-sonnet-4-6!") for a in answers)
+        metrics = httpx.get(f"{engine.url}/metrics").text
+        started, dropped = metric(metrics, "opentracy_shadow_started_total"), metric(metrics, "opentracy_shadow_dropped_total")
+        assert started >= 1 and dropped >= 1 and started + dropped == 4
+    finally:
+        engine.stop()
+    assert "config reloaded" in engine.logs()
+
+
+def metric(text: str, name: str) -> float:
+    (line,) = [line for line in text.splitlines() if line.startswith(name + " ")]
+    return float(line.split()[1])
