@@ -14,7 +14,7 @@ import unicodedata
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
-from opentracy.store.clickhouse import TraceStore
+from opentracy.store.clickhouse import TraceStore, trace_filter
 from opentracy.store.migrations import TRACES_TABLE
 
 GROUP_KEYS = {"alias": "if(alias = '', '-', alias)", "model": "if(selected_model = '', '-', selected_model)",
@@ -133,17 +133,8 @@ def _ratio(part: int, whole: int) -> float | None:
 def iter_traces(store: TraceStore, *, alias: str | None = None, model: str | None = None,
                 status: str | None = None, since: timedelta | None = None) -> Iterator[dict[str, Any]]:
     """Every matching primary trace, oldest first, a page at a time (keyset pagination)."""
-    where = ["start_time >= {since:DateTime64(6, 'UTC')}", "shadow_of = ''"]
-    params: dict[str, Any] = {"since": _since_param(since)}
-    if alias is not None:
-        where.append("alias = {alias:String}")
-        params["alias"] = alias
-    if model is not None:
-        where.append("(selected_model = {model:String} OR requested_model = {model:String})")
-        params["model"] = model
-    if status is not None:
-        where.append("status = {status:String}")
-        params["status"] = status
+    condition, params = trace_filter(alias=alias, model=model, status=status, since=since)
+    where = [condition, "shadow_of = ''"]
     cursor = ("1970-01-01 00:00:00.000000", "")
     while True:
         page = store.select(

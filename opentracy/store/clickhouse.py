@@ -244,20 +244,8 @@ class TraceStore:
             raise ValueError(f"last must be between 0 and {MAX_QUERY_ROWS}")
         if last == 0:
             return []
-        where, params = ["1"], {"last": last}
-        if alias is not None:
-            where.append("alias = {alias:String}")
-            params["alias"] = alias
-        if model is not None:
-            where.append("(selected_model = {model:String} OR requested_model = {model:String})")
-            params["model"] = model
-        if status is not None:
-            where.append("status = {status:String}")
-            params["status"] = status
-        if since is not None:
-            where.append("start_time >= {since:DateTime64(6, 'UTC')}")
-            params["since"] = (utc_now() - since).strftime("%Y-%m-%d %H:%M:%S.%f")
-        condition = " AND ".join(where)
+        condition, params = trace_filter(alias=alias, model=model, status=status, since=since)
+        params["last"] = last
         # Two steps: find the time of the N-th newest match reading only start_time, then read full
         # rows from there on. Without lazy materialisation (ClickHouse < 25) a plain ORDER BY ... LIMIT
         # would read every column — message bodies included — of every matching row.
@@ -325,6 +313,28 @@ class TraceStore:
     def select(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Rows of a parameterised SELECT over ``opentracy_traces`` (for the analytics queries)."""
         return list(self._rows(sql, params or {}))
+
+
+def trace_filter(*, alias: str | None = None, model: str | None = None, status: str | None = None,
+                 since: timedelta | None = None) -> tuple[str, dict[str, Any]]:
+    """A parameterised WHERE condition for the usual trace filters, and its parameters.
+
+    ``model`` matches the selected or the requested model; ``since`` is a window back from now.
+    """
+    where, params = ["1"], {}
+    if alias is not None:
+        where.append("alias = {alias:String}")
+        params["alias"] = alias
+    if model is not None:
+        where.append("(selected_model = {model:String} OR requested_model = {model:String})")
+        params["model"] = model
+    if status is not None:
+        where.append("status = {status:String}")
+        params["status"] = status
+    if since is not None:
+        where.append("start_time >= {since:DateTime64(6, 'UTC')}")
+        params["since"] = (utc_now() - since).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return " AND ".join(where), params
 
 
 def _select_list(fields: Sequence[str] | None) -> str:
