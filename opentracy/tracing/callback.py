@@ -2,7 +2,7 @@
 
 The same class serves both deployments: registered by the gateway at start-up (its calls carry
 ``metadata["opentracy"]`` with the alias, trace id and earlier attempts), and loaded by an existing
-litellm proxy through ``callbacks/opentracy_callback.py`` (``source = "litellm_proxy"``).
+litellm proxy through :class:`opentracy.tracing.proxy.ProxyLogger` (``source = "litellm_proxy"``).
 
 For gateway calls only successes are recorded here: a failed attempt may still be followed by a
 fallback, which only the gateway knows, so the gateway records final failures itself.

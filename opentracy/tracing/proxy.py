@@ -42,6 +42,7 @@ Outside a proxy (``litellm.callbacks = [handler]`` in a script) every event is r
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import collections
 import logging
@@ -345,6 +346,7 @@ class ProxyLogger(OpenTracyLogger):
             failed.attempts.extend(record.attempts)
             failed.starts.add(started)
             failed.seen = time.monotonic()
+            self._failed.move_to_end(call_id)  # oldest news first: _expire() looks at the front only
             failed.secrets = tuple(set(failed.secrets) | set(_call_secrets(kwargs)))
         self._expire()
 
@@ -407,9 +409,10 @@ class ProxyLogger(OpenTracyLogger):
     def _expire(self, force: bool = False) -> None:
         """Write failed calls whose request never reported an outcome (or all of them, at exit)."""
         cutoff = time.monotonic() - PENDING_MAX_AGE
+        expired = []
         with self._lock:
-            stale = [cid for cid, f in self._failed.items() if force or f.seen < cutoff]
-            expired = [self._failed.pop(cid) for cid in stale]
+            while self._failed and (force or next(iter(self._failed.values())).seen < cutoff):
+                expired.append(self._failed.popitem(last=False)[1])
         for failed in expired:
             failed.record.attempts = failed.attempts
             self.tracer.submit(failed.record, failed.secrets)
@@ -485,6 +488,11 @@ def _trim(calls: collections.OrderedDict[str, Any]) -> None:
 
 def _drain_litellm_logging_queue() -> None:
     """Run litellm's queued logging callbacks now: its own atexit flush would come after ours."""
+    try:
+        asyncio.get_running_loop()
+        return  # called from async code (not at exit): litellm's worker runs its queue itself
+    except RuntimeError:
+        pass
     try:
         from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 
