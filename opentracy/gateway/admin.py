@@ -97,7 +97,10 @@ async def compare(request: Request, alias: str, since: str | None = None) -> dic
     return {"object": "list", "data": rows}
 
 
-@router.get("/export", responses=error_responses(400, 401, 403, 404))
+@router.get("/export", response_class=StreamingResponse, responses={
+    200: {"description": "One full trace row per line, oldest first",
+          "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+    **error_responses(400, 401, 403, 404)})
 async def export_traces(request: Request, alias: str | None = None, model: str | None = None,
                         status: str | None = None, since: str | None = None) -> StreamingResponse:
     """Full trace rows as JSON lines, oldest first (``opentracy export`` turns them into examples)."""

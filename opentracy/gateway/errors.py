@@ -64,6 +64,8 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     loc = [p for p in loc if not (p[:1].isupper() or p in {"str", "list", "dict", "function"})]
     param = "".join(f"[{p}]" if p.isdigit() else (f".{p}" if i else p) for i, p in enumerate(loc)) or None
     if first.get("type") == "missing":
+        if param is None:
+            return "The request needs a JSON body (see the OpenAI API reference for this route).", None
         return f"Missing required parameter: '{param}'.", param
     if first.get("type") == "extra_forbidden":
         return f"Unrecognized request argument supplied: {param}", param
