@@ -21,6 +21,7 @@ from opentracy.gateway.errors import install_error_handlers
 from opentracy.gateway.limits import BodySizeLimit
 from opentracy.gateway.reload import reload_on_signal
 from opentracy.gateway.routes import router
+from opentracy.routing import provider_fixes
 from opentracy.gateway.shadow import Shadower
 from opentracy.tracing.tracer import Tracer
 
@@ -35,6 +36,7 @@ def create_app(settings: Settings, tracer: Tracer | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         litellm.suppress_debug_info = True  # no provider-list banners on stdout for each error
+        provider_fixes.install()  # what litellm gets wrong about some providers (routing/provider_fixes.py)
         app.state.tracer.register()
         with contextlib.suppress(NotImplementedError, RuntimeError):  # no SIGHUP on some platforms
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_on_signal, app)

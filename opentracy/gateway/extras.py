@@ -19,6 +19,11 @@ from opentracy.routing.router import RouteOutcome
 LITELLM_ONLY_KEYS = ("provider_specific_fields",)
 NULL_DROPPED_KEYS = ("function_call", "tool_calls", "citations", "reasoning_content", "thinking_blocks", "audio",
                      "images", "annotations")
+# What an OpenAI message / delta may carry, plus litellm's reasoning_content, thinking_blocks and images
+# (kept when they say something). Anything else is a provider's field litellm let through (Together's token_id).
+MESSAGE_KEYS = {"role", "content", "tool_calls", "refusal", "annotations", "audio", "function_call",
+                "reasoning_content", "thinking_blocks", "images"}
+EMPTY_DROPPED_KEYS = ("thinking_blocks", "images")
 
 
 @dataclass(slots=True)
@@ -64,27 +69,48 @@ def cost_usd(target: Target, usage: Mapping[str, Any] | None) -> float:
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             custom_cost_per_token=custom or None,  # type: ignore[arg-type]
+            # The whole usage block, as litellm's own response_cost does: a provider's own bill (Perplexity's
+            # usage.cost.total_cost with its request fee), cached and reasoning tokens.
+            usage_object=None if custom else litellm.Usage(**usage),
         )
     except Exception:  # a model missing from the price map costs "unknown", reported as 0
         return 0.0
     return float(prompt + completion)
 
 
-def clean(obj: Any) -> dict[str, Any]:
+def clean(obj: Any, provider: str | None = None) -> dict[str, Any]:
     """litellm object → OpenAI JSON dict (chat completion, chunk or embedding response)."""
     data = obj.model_dump() if hasattr(obj, "model_dump") else dict(obj)
     for choice in data.get("choices") or ():
         message = choice.get("message")
         if isinstance(message, dict):
             _drop_litellm_keys(message)
+            _keep_message_keys(message)
+            if message.get("tool_calls") and message.get("content") == "":
+                message["content"] = None  # OpenAI's shape; litellm says "" beside Bedrock tool calls
         delta = choice.get("delta")
         if isinstance(delta, dict):  # OpenAI's deltas carry only what changed: {} at the end
             _drop_litellm_keys(delta)
+            _keep_message_keys(delta)
             for key in [k for k, v in delta.items() if v is None]:
                 del delta[key]
         _drop_litellm_keys(choice)
     _drop_litellm_keys(data)
+    for key in [k for k, v in data.items() if k.startswith("vertex_ai_") and not v]:
+        del data[key]  # litellm's Gemini bookkeeping, [] when there is nothing to say
+    model = data.get("model")
+    if provider and isinstance(model, str) and model.startswith(provider + "/"):
+        # litellm prefixes some providers' non-streamed model (llms/openai/openai.py, fireworks_ai); chunks are bare
+        data["model"] = model[len(provider) + 1:]
     return data
+
+
+def _keep_message_keys(part: dict[str, Any]) -> None:
+    for key in [k for k in part if k not in MESSAGE_KEYS or (k in EMPTY_DROPPED_KEYS and not part[k])]:
+        del part[key]
+    for call in part.get("tool_calls") or ():
+        if isinstance(call, dict):  # Gemini's thought signature: litellm already carries it in the tool call id
+            call.pop("provider_specific_fields", None)
 
 
 def _drop_litellm_keys(part: dict[str, Any]) -> None:

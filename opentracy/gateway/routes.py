@@ -167,7 +167,7 @@ def _raise_if_failed(engine: Engine, ctx: RequestContext, tracer: Tracer, outcom
 
 def _json_answer(ctx: RequestContext, outcome: RouteOutcome) -> JSONResponse:
     assert outcome.target is not None
-    data = clean(outcome.response)
+    data = clean(outcome.response, outcome.target.provider)
     cost = cost_usd(outcome.target, data.get("usage"))
     latency = ctx.latency_ms()
     data.update({"_cost": cost, "_latency_ms": round(latency, 3), "_routing": routing_info(ctx, outcome)})

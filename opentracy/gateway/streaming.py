@@ -55,8 +55,10 @@ async def stream_events(ctx: RequestContext, outcome: RouteOutcome, *, client_wa
     held: dict[str, Any] | None = None
     try:
         async for chunk in _chunks(outcome, idle_timeout):
-            data = clean(chunk)
+            data = clean(chunk, outcome.target.provider)
             _observe(result, data)
+            if not data.get("choices") and not data.get("usage"):
+                continue  # nothing for an OpenAI client (Azure's content-filter chunk that opens a stream)
             if not data.get("choices") and data.get("usage"):
                 if not client_wants_usage:
                     continue

@@ -75,8 +75,7 @@ CLIENT_ERROR = Rule("bad_request", False, False, 400, "invalid_request_error")
 
 def classify(exc: BaseException) -> Failure:
     """Classify an exception raised by a litellm call."""
-    status = getattr(exc, "status_code", None)
-    status = status if isinstance(status, int) else None
+    status = _upstream_status(exc)
     rule = next((r for cls, r in RULES if isinstance(exc, cls)), None)
     if rule is not None and rule.kind == "server" and _caused_by_connection_failure(exc):
         # litellm reports "connection refused/reset" from the OpenAI client as a 500
@@ -111,6 +110,21 @@ def _caused_by_connection_failure(exc: BaseException) -> bool:
         current = original if isinstance(original, BaseException) else (current.__cause__ or current.__context__)
         seen += 1
     return False
+
+
+def _upstream_status(exc: BaseException) -> int | None:
+    """The HTTP status the provider sent. litellm re-raises provider errors as its own classes and
+    sometimes changes the status on the way (Bedrock's 500 becomes ServiceUnavailableError 503,
+    exception_mapping_utils.py _map_bedrock_exception); the provider's exception stays in the chain
+    (__cause__ / __context__), so take the innermost status there."""
+    status, node, seen = None, exc, set()
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        code = getattr(node, "status_code", None)
+        if isinstance(code, int) and not isinstance(code, bool):
+            status = code
+        node = node.__cause__ or node.__context__
+    return status
 
 
 def _message_of(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ import litellm
 
 from opentracy.routing.aliases import Route, Target
 from opentracy.routing.failover import Failure, classify
+from opentracy.routing.provider_fixes import prepare_call
 
 
 DEFAULT_TIMEOUT = 600.0  # seconds per attempt, litellm's own default
@@ -115,6 +116,8 @@ class Router:
                     stream: bool, metadata: MetadataFactory | None) -> None:
         kwargs: dict[str, Any] = {**target.params, **request, "model": target.model,
                                   "max_retries": 0, "num_retries": 0}
+        if kind == "chat":
+            kwargs = prepare_call(target.provider, kwargs)
         if self._drop_params:
             kwargs.setdefault("drop_params", True)
         kwargs.setdefault("timeout", httpx.Timeout(self._timeout, connect=self._connect_timeout))

@@ -32,6 +32,7 @@ BLOCK_TYPES = frozenset(
     }
 )  # fmt: skip
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
+TOOL_USE_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 _ERROR_TYPES: Mapping[int, str] = {
@@ -82,9 +83,13 @@ def _check_block(where: str, role: str, block: Any) -> list[str]:
     if kind == "tool_use":
         ok = isinstance(block.get("id"), str) and isinstance(block.get("name"), str) and isinstance(block.get("input"), dict)
         problems = [] if ok else [f"{where}: tool_use needs string id, string name and object input"]
+        if ok and not TOOL_USE_ID.match(block["id"]):
+            problems.append(f"{where}.id: String should match pattern '^[a-zA-Z0-9_-]+$'")
         return problems + ([f"{where}: tool_use is only allowed in assistant turns"] if role != "assistant" else [])
     if kind == "tool_result":
         problems = [] if isinstance(block.get("tool_use_id"), str) else [f"{where}: tool_result needs tool_use_id"]
+        if not problems and not TOOL_USE_ID.match(block["tool_use_id"]):
+            problems.append(f"{where}.tool_use_id: String should match pattern '^[a-zA-Z0-9_-]+$'")
         inner = block.get("content")
         if inner is not None and not isinstance(inner, str):
             if not isinstance(inner, list):

@@ -122,6 +122,23 @@ def _check_messages(messages: Any) -> list[str]:
     return problems
 
 
+def check_tool_call_id_length(messages: Any, limit: int = 40) -> list[str]:
+    """api.openai.com (and Azure) reject tool call ids longer than 40 characters in the history."""
+    problems = []
+    for i, msg in enumerate(messages if isinstance(messages, list) else ()):
+        calls = msg.get("tool_calls") if isinstance(msg, dict) else None
+        for j, call in enumerate(calls if isinstance(calls, list) else ()):
+            call_id = call.get("id") if isinstance(call, dict) else None
+            if isinstance(call_id, str) and len(call_id) > limit:
+                problems.append(f"Invalid 'messages[{i}].tool_calls[{j}].id': string too long. Expected a string with "
+                                f"maximum length {limit}, but got a string with length {len(call_id)} instead.")
+        call_id = msg.get("tool_call_id") if isinstance(msg, dict) else None
+        if isinstance(call_id, str) and len(call_id) > limit:
+            problems.append(f"Invalid 'messages[{i}].tool_call_id': string too long. Expected a string with maximum "
+                            f"length {limit}, but got a string with length {len(call_id)} instead.")
+    return problems
+
+
 def _check_tools(body: Json) -> list[str]:
     tools, choice = body.get("tools"), body.get("tool_choice")
     problems: list[str] = []
@@ -152,6 +169,7 @@ def validate_chat(body: Json) -> list[str]:
     if not isinstance(body.get("model"), str) or not body["model"]:
         problems.append("model must be a non-empty string")
     problems += _check_messages(body.get("messages"))
+    problems += check_tool_call_id_length(body.get("messages"))
     problems += _check_tools(body)
     if "stream" in body and not isinstance(body["stream"], bool):
         problems.append("stream must be a boolean")

@@ -20,17 +20,52 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
 
-from . import anthropic_format, openai_format
+from . import (
+    anthropic_format,
+    azure_format,
+    bedrock_format,
+    cerebras_format,
+    cohere_format,
+    deepseek_format,
+    fireworks_format,
+    gemini_format,
+    groq_format,
+    mistral_format,
+    openai_format,
+    perplexity_format,
+    sambanova_format,
+    together_format,
+)
 from .state import EmulatorState, Fault, RecordedRequest
-from .wire import ASGIResponse, Call, Endpoint, ProviderSpec, error_reply, json_reply, pause
+from .wire import ASGIResponse, Call, Endpoint, ProviderSpec, RawRequest, error_reply, json_reply, pause
 
-PROVIDERS: tuple[ProviderSpec, ...] = (openai_format.PROVIDER, anthropic_format.PROVIDER)
+PROVIDERS: tuple[ProviderSpec, ...] = (
+    openai_format.PROVIDER,
+    anthropic_format.PROVIDER,
+    gemini_format.PROVIDER,
+    groq_format.PROVIDER,
+    mistral_format.PROVIDER,
+    deepseek_format.PROVIDER,
+    together_format.PROVIDER,
+    fireworks_format.PROVIDER,
+    cerebras_format.PROVIDER,
+    sambanova_format.PROVIDER,
+    perplexity_format.PROVIDER,
+    cohere_format.PROVIDER,
+    bedrock_format.PROVIDER,
+    azure_format.PROVIDER,
+)
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 Handler = Callable[[Request], Awaitable[ASGIResponse]]
 
 
 def _lower_headers(request: Request) -> dict[str, str]:
     return {k.lower(): v for k, v in request.headers.items()}
+
+
+def _raw_path(request: Request) -> str:
+    raw = request.scope.get("raw_path")
+    return raw.decode("latin-1") if isinstance(raw, bytes) else request.url.path
 
 
 def _endpoint_handler(spec: ProviderSpec, ep: Endpoint) -> Handler:
@@ -40,6 +75,10 @@ def _endpoint_handler(spec: ProviderSpec, ep: Endpoint) -> Handler:
         problems = spec.check_headers(headers)
         body: object = None
         raw = await request.body()
+        raw_path = _raw_path(request)
+        if spec.check_request is not None:
+            query = dict(request.query_params)
+            problems += spec.check_request(RawRequest(request.method, request.url.path, raw_path, query, headers, raw))
         if ep.method != "GET":
             if not headers.get("content-type", "").startswith("application/json"):
                 problems.append(f"content-type must be application/json, got {headers.get('content-type')!r}")
@@ -55,7 +94,10 @@ def _endpoint_handler(spec: ProviderSpec, ep: Endpoint) -> Handler:
         model = ep.model_of(json_body, request.path_params)
         fault = None if problems else state.take_fault(model)
         seq = state.record(
-            RecordedRequest(spec.name, request.method, request.url.path, headers, body, model, fault, tuple(problems))
+            RecordedRequest(
+                spec.name, request.method, request.url.path, headers, body, model, fault, tuple(problems),
+                request.url.query, raw_path,
+            )
         )
         rid = f"req_emu{seq:020d}"
         if problems:
@@ -80,7 +122,10 @@ def _unknown_path_handler(spec: ProviderSpec | None) -> Handler:
         problem = f"no such endpoint: {request.method} {request.url.path}"
         name = spec.name if spec else "unknown"
         seq = state.record(
-            RecordedRequest(name, request.method, request.url.path, _lower_headers(request), body, None, None, (problem,))
+            RecordedRequest(
+                name, request.method, request.url.path, _lower_headers(request), body, None, None, (problem,),
+                request.url.query, _raw_path(request),
+            )
         )
         return error_reply(spec or PROVIDERS[0], 404, f"emulator: {problem}", None, f"req_emu{seq:020d}")
 
@@ -131,7 +176,9 @@ class Emulator:
     def start(self) -> Emulator:
         if self._server is not None:
             return self
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets it knows are TCP; without it a
+        # reply written in pieces stalls ~40 ms (Nagle + delayed ACK).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self._host, self._port))
         self._port = sock.getsockname()[1]

@@ -49,7 +49,11 @@ class Fault:
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    """One request as the emulator received it (headers lower-cased, body parsed)."""
+    """One request as the emulator received it (headers lower-cased, body parsed).
+
+    `path` is URL-decoded; `raw_path` is as sent (e.g. Bedrock's "%3A" in model ids); `query` is the
+    raw query string ("api-version=2024-10-21", "alt=sse").
+    """
 
     provider: str
     method: str
@@ -59,6 +63,8 @@ class RecordedRequest:
     model: str | None
     fault: Fault | None = None
     violations: tuple[str, ...] = ()
+    query: str = ""
+    raw_path: str = ""
 
 
 @dataclass

@@ -26,6 +26,19 @@ class ASGIResponse(Protocol):
 
 
 @dataclass(frozen=True)
+class RawRequest:
+    """The request as received, for checks that need more than headers and the parsed body
+    (query parameters, the undecoded path, the exact body bytes a signature covers)."""
+
+    method: str
+    path: str  # URL-decoded
+    raw_path: str  # as sent
+    query: Mapping[str, str]
+    headers: Mapping[str, str]  # lower-cased names
+    body: bytes
+
+
+@dataclass(frozen=True)
 class Call:
     """A validated request, ready to be answered."""
 
@@ -58,6 +71,10 @@ class ProviderSpec:
     error_body: Callable[[int, str], Json]  # the provider's error JSON for a status + message
     request_id_header: str = "x-request-id"
     endpoints: Sequence[Endpoint] = field(default_factory=tuple)
+    # Optional: problems with the raw request (query parameters, signatures over path and body).
+    check_request: Callable[[RawRequest], list[str]] | None = None
+    # Optional: extra headers on error answers for a status (e.g. Bedrock's x-amzn-ErrorType).
+    error_headers: Callable[[int], Mapping[str, str]] | None = None
 
 
 def dumps(payload: Any) -> str:
@@ -156,22 +173,26 @@ class SSEEvent:
     event: str | None = None  # the `event:` line, when the provider names its events
 
 
-def sse_reply(events: Iterable[SSEEvent], fault: Fault, headers: Mapping[str, str] | None = None) -> ChunkStream:
-    """A text/event-stream answer, one chunk per event; malformed_json corrupts the second event."""
+def sse_reply(
+    events: Iterable[SSEEvent], fault: Fault, headers: Mapping[str, str] | None = None, newline: str = "\n"
+) -> ChunkStream:
+    """A text/event-stream answer, one chunk per event; malformed_json corrupts the second event.
+
+    `newline` is the line terminator: "\n" (most providers) or "\r\n" (Google's endpoints)."""
     chunks: list[bytes] = []
     for index, ev in enumerate(events):
         data = ev.data if isinstance(ev.data, str) else dumps(ev.data)
         if fault.malformed_json and index == 1:
             data = data[: max(1, len(data) // 2)]
-        head = f"event: {ev.event}\n" if ev.event else ""
-        chunks.append(f"{head}data: {data}\n\n".encode())
+        head = f"event: {ev.event}{newline}" if ev.event else ""
+        chunks.append(f"{head}data: {data}{newline}{newline}".encode())
     media = "application/json" if fault.wrong_content_type else "text/event-stream; charset=utf-8"
     return ChunkStream(chunks, media, fault, headers=headers)
 
 
 def error_reply(spec: ProviderSpec, status: int, message: str, fault: Fault | None, request_id: str) -> ChunkStream:
     """The provider's own error JSON, with retry-after when the fault asks for it."""
-    headers = {spec.request_id_header: request_id}
+    headers = {spec.request_id_header: request_id, **(spec.error_headers(status) if spec.error_headers else {})}
     if fault is not None and fault.retry_after is not None:
         headers["retry-after"] = f"{fault.retry_after:g}"
     # Body faults don't apply to error answers except the content type.
