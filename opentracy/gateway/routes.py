@@ -147,9 +147,13 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
 
 async def _take_upstream_slot(engine: Engine, ctx: RequestContext, tracer: Tracer, payload: dict[str, Any]) -> None:
     """Wait briefly for one of the engine's concurrent-upstream-call slots, else a clear 503."""
+    if not engine.upstream_slots.locked():  # the common case: a free slot, taken without waiting
+        await engine.upstream_slots.acquire()
+        return
     try:
-        await asyncio.wait_for(engine.upstream_slots.acquire(), SLOT_WAIT_SECONDS)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(SLOT_WAIT_SECONDS):
+            await engine.upstream_slots.acquire()
+    except TimeoutError:
         error = APIError(503, "The engine is at its limit of concurrent upstream calls "
                               "(OPENTRACY_MAX_CONCURRENT_UPSTREAM); retry shortly.", type="server_error",
                          code="engine_overloaded", headers={"retry-after": "1", **extras_headers(ctx)})

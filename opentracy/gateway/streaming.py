@@ -105,7 +105,8 @@ async def _chunks(outcome: RouteOutcome, idle_timeout: float | None) -> AsyncIte
         return
     while True:
         try:
-            chunk = await asyncio.wait_for(anext(outcome.stream), idle_timeout)
+            async with asyncio.timeout(idle_timeout):
+                chunk = await anext(outcome.stream)
         except StopAsyncIteration:
             return
         except asyncio.TimeoutError:

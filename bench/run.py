@@ -1,0 +1,959 @@
+#!/usr/bin/env python
+"""One benchmark command, one run: OpenTracy against the upstream, litellm's proxy and bare litellm.
+
+    python bench/run.py [--quick] [--delay-ms 0] [--requests N] [--out bench/results/<stamp>.json]
+
+Run from the repo root with the dev venv active (``tests.emulator`` must import). In one run it:
+
+1. starts the loopback provider emulator (``tests.emulator``) in its own process, answering after
+   ``--delay-ms``;
+2. starts, one at a time and timing each from process start to the first healthy ``/health``:
+   (b) ``opentracy serve`` with tracing on (embedded chDB in a fresh temp ``OPENTRACY_DATA_DIR``),
+   (c) ``opentracy serve`` with ``OPENTRACY_TRACING=false``,
+   (d) a litellm proxy (``litellm --config``) from its own venv (``tests/proxy_venv.py``'s cache,
+       else ``.cache/bench-litellm-proxy-venv``), and
+   (e) a worker process that calls ``litellm.acompletion`` in-process (bare litellm, no server);
+   (a) is the emulator itself, called directly;
+3. for each scenario (JSON and streaming, at each concurrency) runs every target in small blocks,
+   round-robin in a rotating order, so drift of the machine hits all targets alike;
+4. reports added latency over (a) (p50/p95/p99; for streams time to first event and total),
+   throughput, server CPU per request, peak RSS, start-up time, and checks that every request
+   through (b) left exactly one trace in the store;
+5. prints one table with the ratios of OpenTracy to (d) and (e), and writes it as JSON and a PNG
+   plot into bench/results/.
+
+See bench/README.md for what each number means and how the client is kept out of the measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+RESULTS = BENCH / "results"
+MARK = "@@BENCH "
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+UPSTREAM_MODEL = "gpt-4o-mini"  # what the emulator sees: a real name, so litellm finds its price as in production
+MODEL = "bench"  # the model_list name clients ask the servers for
+UPSTREAM_KEY = "sk-bench-upstream-key"
+ENGINE_KEY = "sk-bench-engine-key-0123456789abcdef"
+MASTER_KEY = "sk-bench-master-key-0123456789abcdef0123456789abcdef"
+# A short chat: ~40 words of prompt; the emulator answers with ~40 words (~40 stream chunks).
+MESSAGES = [
+    {"role": "system", "content": "You are a concise assistant. Answer in one short paragraph."},
+    {"role": "user", "content": "Our nightly import job started failing after the upgrade; the log says the "
+                                "connection pool is exhausted. What should I check first, and in which order?"},
+]
+
+TARGETS = ("direct", "ot_trace", "ot_notrace", "proxy", "sdk")
+LABELS = {
+    "direct": "(a) upstream direct",
+    "ot_trace": "(b) OpenTracy tracing on",
+    "ot_notrace": "(c) OpenTracy tracing off",
+    "proxy": "(d) litellm proxy",
+    "sdk": "(e) litellm.acompletion",
+}
+SHORT = {"direct": "direct", "ot_trace": "OT trace", "ot_notrace": "OT notrace", "proxy": "proxy", "sdk": "sdk"}
+SERVERS = ("ot_trace", "ot_notrace", "proxy", "sdk")  # targets with a process of their own to measure
+
+
+# --------------------------------------------------------------------------------------------------
+# /proc: CPU and memory of a process and its children, without psutil
+
+
+def _stat_fields(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        text = f.read()
+    return text[text.rindex(")") + 2:].split()  # fields from "state" on (field 3 of proc(5))
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if int(_stat_fields(int(entry))[1]) == pid:
+                    found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+def tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        todo.extend(_children(current))
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime (all threads) of the processes, in seconds."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = _stat_fields(pid)
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / CLK_TCK
+
+
+def peak_rss_mb(pids: list[int]) -> float:
+    """VmHWM (peak resident set) summed over the processes, in MiB."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+# --------------------------------------------------------------------------------------------------
+# processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, never $HTTP_PROXY
+
+
+def http_get(url: str, timeout: float = 2.0, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with _NO_PROXY.open(request, timeout=timeout) as resp:
+            return resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+
+
+class Proc:
+    """A child process; with ``marked=True`` it talks JSON lines (``@@BENCH ...``) on stdin/stdout."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path, *,
+                 marked: bool = False, cwd: Path = REPO) -> None:
+        self.name, self.log_path, self.marked = name, log_path, marked
+        self.log = open(log_path, "w")
+        self.started = time.monotonic()
+        self.popen = subprocess.Popen(
+            argv, cwd=cwd, env=env, text=True, start_new_session=True,
+            stdin=subprocess.PIPE if marked else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if marked else self.log, stderr=self.log)
+        self.replies: queue.Queue[Any] = queue.Queue()
+        if marked:
+            threading.Thread(target=self._read, name=f"read-{name}", daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            if line.startswith(MARK):
+                self.replies.put(json.loads(line[len(MARK):]))
+            else:
+                self.log.write(line)
+        self.replies.put(EOFError(f"{self.name} closed its output"))
+
+    def reply(self, timeout: float) -> Any:
+        try:
+            value = self.replies.get(timeout=timeout)
+        except queue.Empty:
+            raise RuntimeError(f"{self.name}: no answer in {timeout:.0f}s; log: {self.log_path}\n{self.tail()}") from None
+        if isinstance(value, Exception):
+            raise RuntimeError(f"{self.name} exited ({self.popen.poll()}); log: {self.log_path}\n{self.tail()}")
+        return value
+
+    def ask(self, command: Any, timeout: float = 600.0) -> Any:
+        assert self.popen.stdin is not None
+        self.popen.stdin.write((command if isinstance(command, str) else json.dumps(command)) + "\n")
+        self.popen.stdin.flush()
+        return self.reply(timeout)
+
+    def tail(self, lines: int = 30) -> str:
+        self.log.flush()
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.popen.poll() is None:
+            if self.marked and self.popen.stdin is not None:
+                try:
+                    self.popen.stdin.write("quit\n" if self.name == "emulator" else '{"cmd": "quit"}\n')
+                    self.popen.stdin.flush()
+                    self.popen.wait(5)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+            if self.popen.poll() is None:
+                self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)  # its own session: only what it started
+                self.popen.wait()
+        self.log.close()
+        return self.popen.returncode
+
+
+def wait_healthy(proc: Proc, url: str, timeout: float) -> float:
+    """Seconds from process start to the first 200 on ``url``."""
+    deadline = proc.started + timeout
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
+        try:
+            if http_get(url, timeout=1.0)[0] == 200:
+                return time.monotonic() - proc.started
+        except OSError:
+            pass
+        time.sleep(0.02)
+    proc.stop()
+    raise RuntimeError(f"{proc.name} was not healthy at {url} after {timeout:.0f}s:\n{proc.tail()}")
+
+
+def base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")}
+    env.update({"LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1",
+                "NO_PROXY": "127.0.0.1,localhost", "OPENAI_API_KEY": UPSTREAM_KEY})
+    for name in list(env):
+        if name.startswith("OPENTRACY_"):
+            del env[name]  # the developer's own settings must not change what is measured
+    return env
+
+
+def proxy_litellm(log: Callable[[str], None]) -> tuple[Path, str]:
+    """A venv with ``litellm[proxy]``: tests/proxy_venv.py's cached one if it imports, else our own."""
+    try:
+        sys.path.insert(0, str(REPO))
+        from tests.proxy_venv import INSTALLABLE_PROXY, ensure_proxy_venv  # type: ignore[import-not-found]
+    except ImportError:
+        venv = REPO / ".cache" / "bench-litellm-proxy-venv"
+        litellm_bin = venv / "bin" / "litellm"
+        if not litellm_bin.exists():
+            log(f"building a litellm proxy venv in {venv} (minutes, once)")
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run([str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", "-q",
+                            "litellm[proxy]==1.106.12"], check=True)
+        version = subprocess.run([str(venv / "bin" / "python"), "-c",
+                                  "import importlib.metadata as m; print(m.version('litellm'))"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        return litellm_bin, version
+    venv = ensure_proxy_venv(INSTALLABLE_PROXY, log=log)
+    return venv.litellm, venv.litellm_version
+
+
+# --------------------------------------------------------------------------------------------------
+# statistics
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    low, high = math.floor(pos), math.ceil(pos)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or not math.isfinite(a) or not math.isfinite(b) or b <= 0:
+        return None
+    return a / b
+
+
+@dataclass
+class Samples:
+    lat: list[float] = field(default_factory=list)
+    ttft: list[float] = field(default_factory=list)
+    ok: int = 0
+    errors: int = 0
+    error_sample: list[str] = field(default_factory=list)
+    wall: float = 0.0
+    client_cpu: float = 0.0
+    upstream_cpu: float = 0.0
+    busy: float = 0.0  # seconds this target was being loaded inside the scenario's window
+    server_cpu: float | None = None
+    round_p50: list[float] = field(default_factory=list)
+    round_ttft_p50: list[float] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class Scenario:
+    stream: bool
+    concurrency: int
+
+    @property
+    def name(self) -> str:
+        return f"{'stream' if self.stream else 'json'} c={self.concurrency}"
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.work = Path(tempfile.mkdtemp(prefix="opentracy-bench-"))
+        self.procs: dict[str, Proc] = {}
+        self.startup: dict[str, list[float]] = {t: [] for t in SERVERS}
+        self.idle_rate: dict[str, float] = {}
+        self.trace_ids: list[str] = []
+        self.results: dict[str, dict[str, Samples]] = {}
+        self.notes: list[str] = []
+        self.skip = set(args.skip)
+        self.targets = [t for t in TARGETS if t not in self.skip]
+        self.proxy_version = ""
+        self.urls_ot: dict[str, str] = {}
+
+    def log(self, text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+    # -- set-up ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        env = base_env()
+        self.log(f"work dir {self.work}")
+        emu = Proc("emulator", [sys.executable, str(BENCH / "_emulator.py"), "--delay-ms", str(self.args.delay_ms)],
+                   env, self.work / "emulator.log", marked=True)
+        self.procs["emulator"] = emu
+        info = emu.reply(60)
+        self.upstream = info["openai_base"]
+        self.log(f"emulator at {info['url']} (delay {self.args.delay_ms} ms)")
+        config = {"model_list": [{"model_name": MODEL, "litellm_params": {
+            "model": f"openai/{UPSTREAM_MODEL}", "api_base": self.upstream, "api_key": UPSTREAM_KEY}}]}
+        self.ot_config = self.work / "opentracy.yaml"
+        self.ot_config.write_text(json.dumps(config, indent=2))  # JSON is YAML
+        # The proxy refuses to start without a master key (1.108+), as it should; OpenTracy gets an
+        # engine key too, so both authenticate every request.
+        self.proxy_config = self.work / "proxy.yaml"
+        self.proxy_config.write_text(json.dumps({**config, "general_settings": {"master_key": MASTER_KEY}}, indent=2))
+
+        if "proxy" not in self.skip:
+            self.log("litellm proxy venv (built once, cached under .cache/)")
+            self.proxy_bin, self.proxy_version = proxy_litellm(self.log)
+
+        runs = self.args.startup_runs
+        for target in SERVERS:
+            if target in self.skip:
+                continue
+            for i in range(runs):
+                proc, seconds = self._start_server(target, final=(i == runs - 1))
+                self.startup[target].append(seconds)
+                self.log(f"{LABELS[target]}: healthy after {seconds:.2f}s (start {i + 1}/{runs})")
+                if i < runs - 1:
+                    proc.stop()
+                else:
+                    self.procs[target] = proc
+        self.loadgen = Proc("loadgen", [sys.executable, str(BENCH / "_loadgen.py"), "http"], env,
+                            self.work / "loadgen.log", marked=True)
+        self.loadgen.reply(60)
+        self.procs["loadgen"] = self.loadgen
+        self.emulator_check(startup=True)
+
+    def _start_server(self, target: str, final: bool) -> tuple[Proc, float]:
+        env = base_env()
+        port = free_port()
+        name = f"{target}-{port}"
+        if target in ("ot_trace", "ot_notrace"):
+            data_dir = self.work / name
+            env.update({"OPENTRACY_DATA_DIR": str(data_dir), "OPENTRACY_API_KEYS": f"bench:{ENGINE_KEY}",
+                        "OPENTRACY_TRACING": "true" if target == "ot_trace" else "false"})
+            env.update(dict(item.split("=", 1) for item in self.args.server_env))
+            env.update(dict(item.split(":", 1)[1].split("=", 1) for item in self.args.env_for
+                            if item.split(":", 1)[0] == target))
+            argv = [sys.executable, "-m", "opentracy.cli", "serve", "--config", str(self.ot_config),
+                    "--port", str(port), "--log-level", "warning"]
+            proc = Proc(name, argv, env, self.work / f"{name}.log")
+            seconds = wait_healthy(proc, f"http://127.0.0.1:{port}/health", 120)
+            if final:
+                self.urls_ot[target] = f"http://127.0.0.1:{port}"
+                if target == "ot_trace":
+                    self.trace_data_dir = data_dir
+        elif target == "proxy":
+            argv = [str(self.proxy_bin), "--config", str(self.proxy_config), "--host", "127.0.0.1",
+                    "--port", str(port)]
+            proc = Proc(name, argv, env, self.work / f"{name}.log", cwd=self.work)
+            seconds = wait_healthy(proc, f"http://127.0.0.1:{port}/health/liveliness", 240)
+            if final:
+                self.url_proxy = f"http://127.0.0.1:{port}"
+        else:  # sdk: a worker that imports litellm and is then ready to call it
+            proc = Proc(name, [sys.executable, str(BENCH / "_loadgen.py"), "litellm"], env,
+                        self.work / f"{name}.log", marked=True)
+            proc.reply(120)
+            seconds = time.monotonic() - proc.started
+        return proc, seconds
+
+    # -- one block ----------------------------------------------------------------------------------
+
+    def command(self, target: str, scenario: Scenario, n: int) -> tuple[Proc, dict[str, Any]]:
+        body: dict[str, Any] = {"model": MODEL, "messages": MESSAGES}
+        headers: dict[str, str] = {}
+        if target == "direct":
+            body["model"] = UPSTREAM_MODEL
+            headers["authorization"] = f"Bearer {UPSTREAM_KEY}"
+            url = f"{self.upstream}/chat/completions"
+        elif target in ("ot_trace", "ot_notrace"):
+            headers["authorization"] = f"Bearer {ENGINE_KEY}"
+            url = f"{self.urls_ot[target]}/v1/chat/completions"
+        elif target == "proxy":
+            headers["authorization"] = f"Bearer {MASTER_KEY}"
+            url = f"{self.url_proxy}/v1/chat/completions"
+        else:
+            kwargs = {"model": f"openai/{UPSTREAM_MODEL}", "api_base": self.upstream, "api_key": UPSTREAM_KEY,
+                      "messages": MESSAGES}
+            return self.procs["sdk"], {"cmd": "run", "litellm_kwargs": kwargs, "stream": scenario.stream,
+                                       "concurrency": scenario.concurrency, "n": n}
+        if scenario.stream:
+            body["stream"] = True
+            if target == "direct":  # what OpenTracy asks the upstream for, so (a) does the same work
+                body["stream_options"] = {"include_usage": True}
+        return self.loadgen, {"cmd": "run", "url": url, "headers": headers, "body": json.dumps(body),
+                              "stream": scenario.stream, "concurrency": scenario.concurrency, "n": n,
+                              "want_trace_ids": target == "ot_trace"}
+
+    def block(self, target: str, scenario: Scenario, n: int, samples: Samples | None) -> dict[str, Any]:
+        worker, cmd = self.command(target, scenario, n)
+        emu_pid = self.procs["emulator"].pid
+        e0, t0 = cpu_seconds([emu_pid]), time.monotonic()
+        out = worker.ask(cmd, timeout=900)
+        t1, e1 = time.monotonic(), cpu_seconds([emu_pid])
+        self.trace_ids.extend(out.get("trace_ids", []))
+        if samples is not None:
+            samples.lat += out["lat"]
+            samples.ttft += out["ttft"]
+            samples.ok += len(out["lat"])
+            samples.errors += out["errors"]
+            samples.error_sample = (samples.error_sample + out["error_sample"])[:5]
+            samples.wall += out["wall"]
+            samples.busy += t1 - t0
+            if target != "sdk":  # the sdk worker is the "server": its CPU is counted there
+                samples.client_cpu += out["cpu"]
+            samples.upstream_cpu += e1 - e0
+            samples.round_p50.append(percentile(out["lat"], 50))
+            if out["ttft"]:
+                samples.round_ttft_p50.append(percentile(out["ttft"], 50))
+        if out["errors"]:
+            self.log(f"  {target} {scenario.name}: {out['errors']} errors, e.g. {out['error_sample'][:1]}")
+        self.emulator_check()
+        return out
+
+    def emulator_check(self, startup: bool = False) -> None:
+        """Fetch (and empty) the emulator's request log; complain once about wrong-shaped requests.
+
+        Called once after the start-ups: litellm's proxy probes ``GET {api_base}/models`` when it
+        starts (an endpoint the emulator does not serve); that is recorded apart, as not measured.
+        """
+        stats = self.procs["emulator"].ask("stats", timeout=30)
+        if startup:
+            self.startup_violations = stats["sample"]
+            self._violations_before = stats["violations"]
+            return
+        stats = {**stats, "violations": stats["violations"] - getattr(self, "_violations_before", 0),
+                 "startup_violations": getattr(self, "startup_violations", [])}
+        if stats["violations"] and not getattr(self, "_violation_logged", False):
+            self._violation_logged = True
+            self.log(f"EMULATOR VIOLATIONS: {stats['sample']}")
+        self.emulator_stats = stats
+
+    # -- tracing: wait until (b) has written every trace it owes --------------------------------------
+
+    def metrics(self) -> dict[str, float]:
+        status, text = http_get(f"{self.urls_ot['ot_trace']}/metrics", timeout=5)
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                try:
+                    values[name] = values.get(name, 0.0) + float(value)
+                except ValueError:
+                    pass
+        return values
+
+    def drain(self, timeout: float = 30.0) -> dict[str, float]:
+        if "ot_trace" in self.skip:
+            return {}
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self.metrics()
+            queued = m.get("opentracy_traces_queued_total", 0)
+            done = m.get("opentracy_traces_written_total", 0) + m.get("opentracy_traces_spooled_total", 0)
+            dropped = sum(v for k, v in m.items() if k.startswith("opentracy_traces_dropped_total"))
+            if (queued + dropped >= len(self.trace_ids) and done + dropped >= queued
+                    and m.get("opentracy_trace_queue_depth", 0) == 0) or time.monotonic() > deadline:
+                return m
+            time.sleep(0.05)
+
+    # -- a scenario: warm-up, then interleaved blocks -------------------------------------------------
+
+    def scenario(self, scenario: Scenario) -> None:
+        args = self.args
+        block = max(args.block_min, scenario.concurrency * args.block_factor)
+        n_total = max(scenario.concurrency, args.stream_requests if scenario.stream else args.requests)
+        rounds = max(1, math.ceil(n_total / block))
+        self.log(f"{scenario.name}: {n_total} requests per target, {rounds} round(s) of {min(block, n_total)}")
+        for target in self.targets:  # warm-up: one wave at this concurrency (connections, pools)
+            self.block(target, scenario, max(10, scenario.concurrency), None)
+        self.drain()
+        results = {t: Samples() for t in self.targets}
+        servers = [t for t in SERVERS if t in self.targets]
+        pids = {t: tree(self.procs[t].pid) for t in servers}
+        cpu0 = {t: cpu_seconds(pids[t]) for t in servers}
+        window0 = time.monotonic()
+        sent = 0
+        for r in range(rounds):
+            n = min(block, n_total - sent)
+            order = self.targets[r % len(self.targets):] + self.targets[:r % len(self.targets)]
+            for target in order:
+                self.block(target, scenario, n, results[target])
+            sent += n
+        self.drain()
+        time.sleep(0.2)  # litellm's logging worker finishes its last callbacks
+        window = time.monotonic() - window0
+        for t in servers:
+            used = cpu_seconds(pids[t]) - cpu0[t]
+            idle = self.idle_rate.get(t, 0.0) * max(0.0, window - results[t].busy)
+            results[t].server_cpu = max(0.0, used - idle)
+        self.results[scenario.name] = results
+        line = "  ".join(f"{SHORT[t]} p50 {percentile(results[t].lat, 50):.2f}ms" for t in self.targets)
+        self.log(f"  {line}")
+
+    def measure_idle(self, seconds: float, windows: int = 3) -> None:
+        """Each server's CPU rate while nobody loads it: the lowest of a few short windows, so a
+        one-off (a GC, a chDB merge) inside one window is not subtracted from every scenario."""
+        servers = [t for t in SERVERS if t in self.targets]
+        pids = {t: tree(self.procs[t].pid) for t in servers}
+        rates: dict[str, list[float]] = {t: [] for t in servers}
+        for _ in range(windows):
+            before = {t: cpu_seconds(pids[t]) for t in servers}
+            t0 = time.monotonic()
+            time.sleep(seconds / windows)
+            elapsed = time.monotonic() - t0
+            for t in servers:
+                rates[t].append(max(0.0, (cpu_seconds(pids[t]) - before[t]) / elapsed))
+        for t in servers:
+            self.idle_rate[t] = min(rates[t])
+            if self.idle_rate[t] > 0.02:
+                self.log(f"{LABELS[t]} uses {100 * self.idle_rate[t]:.0f}% of a core while idle")
+
+    # -- the trace check --------------------------------------------------------------------------
+
+    def check_traces(self) -> dict[str, Any]:
+        metrics = self.drain(timeout=60)
+        proc = self.procs.pop("ot_trace")
+        code = proc.stop(timeout=60)
+        chdb_dir = self.trace_data_dir / "chdb"
+        script = ("import json, sys, clickhouse_connect\n"
+                  "c = clickhouse_connect.get_client(interface='chdb', path=sys.argv[1])\n"
+                  "rows = c.query('SELECT trace_id, count(), any(status) FROM opentracy_traces "
+                  "GROUP BY trace_id').result_rows\n"
+                  "print(json.dumps([[r[0], r[1], r[2]] for r in rows]))\n")
+        out = subprocess.run([sys.executable, "-c", script, str(chdb_dir)], capture_output=True, text=True,
+                             env=base_env(), timeout=300)
+        if out.returncode != 0:
+            return {"ok": False, "error": out.stderr[-2000:]}
+        stored = {row[0]: row for row in json.loads(out.stdout.strip().splitlines()[-1])}
+        sent = self.trace_ids
+        sent_set = set(sent)
+        missing = [t for t in sent_set if t not in stored]
+        duplicated = [t for t, row in stored.items() if row[1] > 1]
+        unexpected = [t for t in stored if t not in sent_set]
+        not_ok = [t for t, row in stored.items() if row[2] != "ok"]
+        dropped = sum(v for k, v in metrics.items() if k.startswith("opentracy_traces_dropped_total"))
+        return {"ok": not missing and not duplicated and not unexpected and len(sent) == len(sent_set),
+                "requests": len(sent), "distinct_trace_ids": len(sent_set), "stored": len(stored),
+                "missing": len(missing), "duplicated": len(duplicated), "unexpected": len(unexpected),
+                "not_ok_status": len(not_ok), "dropped_metric": dropped, "engine_exit_code": code,
+                "examples_missing": missing[:3]}
+
+    # -- all of it ----------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        started = time.time()
+        load_before = os.getloadavg()
+        try:
+            self.start()
+            scenarios = [Scenario(stream, c) for stream in (False, True) for c in self.args.concurrency]
+            # A first few calls of each kind before the idle measurement: first calls build clients.
+            for s in scenarios:
+                for t in self.targets:
+                    self.block(t, Scenario(s.stream, 1), 5, None)
+            self.drain()
+            self.measure_idle(self.args.idle_seconds)
+            for s in scenarios:
+                self.scenario(s)
+            rss = {t: peak_rss_mb(tree(self.procs[t].pid)) for t in SERVERS if t in self.targets}
+            traces = self.check_traces() if "ot_trace" in self.targets else None
+        finally:
+            for name in list(self.procs):
+                self.procs.pop(name).stop()
+        report = self.report(scenarios, rss, traces, started, load_before)
+        if not self.args.keep:
+            shutil.rmtree(self.work, ignore_errors=True)
+        return report
+
+    def report(self, scenarios: list[Scenario], rss: dict[str, float], traces: dict[str, Any] | None,
+               started: float, load_before: tuple[float, ...]) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "stamp": datetime.fromtimestamp(started, timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
+            "duration_s": round(time.time() - started, 1),
+            "args": {k: v for k, v in vars(self.args).items() if k != "out"},
+            "machine": machine_info(load_before),
+            "versions": versions(self.proxy_version),
+            "targets": {t: LABELS[t] for t in self.targets},
+            "scenarios": {},
+            "startup_s": {t: {"median": percentile(v, 50), "runs": [round(x, 3) for x in v]}
+                          for t, v in self.startup.items() if v},
+            "peak_rss_mb": {t: round(v, 1) for t, v in rss.items()},
+            "idle_cpu_rate": self.idle_rate,
+            "traces": traces,
+            "emulator": getattr(self, "emulator_stats", {}),
+        }
+        for s in scenarios:
+            res = self.results[s.name]
+            direct = res.get("direct")
+            entry: dict[str, Any] = {}
+            for t, smp in res.items():
+                stats: dict[str, Any] = {"ok": smp.ok, "errors": smp.errors, "error_sample": smp.error_sample,
+                                         "throughput_rps": smp.ok / smp.wall if smp.wall else None,
+                                         "server_cpu_ms_per_req": (smp.server_cpu / smp.ok * 1000.0
+                                                                   if smp.server_cpu is not None and smp.ok else None),
+                                         "client_cpu_ms_per_req": (smp.client_cpu / smp.ok * 1000.0
+                                                                   if smp.ok and t != "sdk" else None),
+                                         "upstream_cpu_ms_per_req": smp.upstream_cpu / smp.ok * 1000.0 if smp.ok else None}
+                metrics = [("total", smp.lat, direct.lat if direct else [])]
+                if s.stream:
+                    metrics.insert(0, ("ttft", smp.ttft, direct.ttft if direct else []))
+                for name, values, base in metrics:
+                    for q in (50, 95, 99):
+                        value = percentile(values, q)
+                        stats[f"{name}_p{q}_ms"] = value
+                        stats[f"{name}_added_p{q}_ms"] = value - percentile(base, q) if base else None
+                rounds = smp.round_ttft_p50 if s.stream else smp.round_p50
+                base_rounds = (direct.round_ttft_p50 if s.stream else direct.round_p50) if direct else []
+                stats["round_p50_ms"] = [round(x, 3) for x in rounds]
+                if base_rounds and len(base_rounds) == len(rounds):
+                    added = [x - y for x, y in zip(rounds, base_rounds)]
+                    stats["round_added_p50_ms_min_max"] = [round(min(added), 3), round(max(added), 3)]
+                entry[t] = stats
+            out["scenarios"][s.name] = entry
+        out["verdicts"] = verdicts(out)
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# report: table, verdicts, JSON, PNG
+
+
+def machine_info(load_before: tuple[float, ...]) -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": model, "mem_mib": mem, "python": platform.python_version(),
+            "platform": platform.platform(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+            "cpu_pressure_after": cpu_pressure()}
+
+
+def cpu_pressure() -> str:
+    """/proc/pressure/cpu "some" line: share of time runnable tasks waited for a CPU (other load)."""
+    try:
+        return Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def versions(proxy_version: str) -> dict[str, str]:
+    import importlib.metadata as md
+
+    found = {"litellm_proxy": proxy_version}
+    for name in ("litellm", "opentracy", "fastapi", "uvicorn", "aiohttp", "chdb"):
+        try:
+            found[name] = md.version(name)
+        except md.PackageNotFoundError:
+            found[name] = ""
+    try:
+        found["git"] = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
+                                      text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        found["git"] = ""
+    return found
+
+
+def _get(report: dict[str, Any], scenario: str, target: str, key: str) -> float | None:
+    value = report["scenarios"].get(scenario, {}).get(target, {}).get(key)
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The targets the engine must eventually meet, each with its numbers and pass/fail."""
+    found: list[dict[str, Any]] = []
+    low, high = "json c=1", f"json c={max(report['args']['concurrency'])}"
+    s_low = "stream c=1"
+
+    def check(name: str, value: float | None, limit: float, better: str, detail: str) -> None:
+        passed = None if value is None else (value <= limit if better == "<=" else value >= limit)
+        found.append({"target": name, "value": value, "limit": f"{better} {limit:g}", "pass": passed,
+                      "detail": detail})
+
+    ot = "ot_trace"
+    check("added p50 json c=1 / proxy's", ratio(_get(report, low, ot, "total_added_p50_ms"),
+                                                _get(report, low, "proxy", "total_added_p50_ms")), 0.5, "<=",
+          "OpenTracy (tracing on) added p50 over litellm proxy's added p50")
+    check("added p50 json c=1 / bare litellm's", ratio(_get(report, low, ot, "total_added_p50_ms"),
+                                                      _get(report, low, "sdk", "total_added_p50_ms")), 1.2, "<=",
+          "OpenTracy (tracing on) added p50 over litellm.acompletion's added p50")
+    check("added p50 stream total c=1 / proxy's",
+          ratio(_get(report, s_low, ot, "total_added_p50_ms"), _get(report, s_low, "proxy", "total_added_p50_ms")),
+          0.5, "<=", "streaming, whole response")
+    check(f"throughput {high} / proxy's", ratio(_get(report, high, ot, "throughput_rps"),
+                                                _get(report, high, "proxy", "throughput_rps")), 2.0, ">=",
+          "requests per second at the high concurrency")
+    per_scenario = {s: ratio(_get(report, s, ot, "server_cpu_ms_per_req"),
+                             _get(report, s, "ot_notrace", "server_cpu_ms_per_req")) for s in report["scenarios"]}
+    known = [r for r in per_scenario.values() if r is not None]
+    overhead = sum(known) / len(known) - 1.0 if known else None
+    check("tracing CPU overhead (on/off - 1, mean over scenarios)", overhead, 0.05, "<=",
+          "server CPU per request with tracing on vs off; per scenario: "
+          + ", ".join(f"{s} {'-' if r is None else f'{(r - 1) * 100:+.0f}%'}" for s, r in per_scenario.items()))
+    traces = report.get("traces") or {}
+    lost = None if not traces else traces.get("missing", 0) + traces.get("duplicated", 0)
+    check("traces lost or duplicated", lost, 0, "<=", "every request through (b) has exactly one trace")
+    check("stretch: added p50 json c=1 (ms)", _get(report, low, ot, "total_added_p50_ms"), 2.0, "<=",
+          "OpenTracy (tracing on), absolute")
+    return found
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.{digits}f}"
+
+
+def table(report: dict[str, Any]) -> str:
+    targets = list(report["targets"])
+    ratio_cols = [("ot_trace", "proxy"), ("ot_trace", "sdk"), ("ot_notrace", "proxy"), ("ot_notrace", "sdk")]
+    ratio_cols = [(a, b) for a, b in ratio_cols if a in targets and b in targets]
+    head = ["metric"] + [SHORT[t] for t in targets] + [f"{SHORT[a].replace('OT ', '')}÷{SHORT[b]}"
+                                                        for a, b in ratio_cols]
+    rows: list[list[str]] = []
+
+    def add(label: str, values: dict[str, float | None], digits: int = 2, ratios: bool = True) -> None:
+        row = [label] + [_fmt(values.get(t), digits) for t in targets]
+        row += [_fmt(ratio(values.get(a), values.get(b))) if ratios else "" for a, b in ratio_cols]
+        rows.append(row)
+
+    for name, entry in report["scenarios"].items():
+        stream = name.startswith("stream")
+        for metric in (("ttft", "total") if stream else ("total",)):
+            label = "TTFT" if metric == "ttft" else ("total" if stream else "latency")
+            add(f"{name} {label} p50 ms", {t: entry[t].get(f"{metric}_p50_ms") for t in entry})
+            for q in (50, 95, 99):
+                add(f"{name} {label} added p{q} ms",
+                    {t: entry[t].get(f"{metric}_added_p{q}_ms") for t in entry if t != "direct"})
+        add(f"{name} req/s", {t: entry[t].get("throughput_rps") for t in entry}, 0)
+        add(f"{name} server CPU ms/req", {t: entry[t].get("server_cpu_ms_per_req") for t in entry})
+        add(f"{name} client CPU ms/req", {t: entry[t].get("client_cpu_ms_per_req") for t in entry}, ratios=False)
+        rows.append([])
+    add("start-up s (median)", {t: v["median"] for t, v in report["startup_s"].items()})
+    add("peak RSS MiB", report["peak_rss_mb"], 0)
+    widths = [max(len(r[i]) for r in rows + [head] if r) for i in range(len(head))]
+    sep = "  "
+
+    def line(row: list[str]) -> str:
+        return sep.join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
+
+    out = [line(head), sep.join("-" * w for w in widths)]
+    for row in rows:
+        out.append(line(row) if row else "")
+    return "\n".join(out).rstrip()
+
+
+def summary(report: dict[str, Any]) -> str:
+    lines = []
+    traces = report.get("traces")
+    if traces:
+        lines.append(f"traces (b): {traces.get('requests')} requests -> {traces.get('stored')} stored, "
+                     f"missing {traces.get('missing')}, duplicated {traces.get('duplicated')}, "
+                     f"unexpected {traces.get('unexpected')}, dropped (metric) {traces.get('dropped_metric')}"
+                     + ("" if traces.get("ok") else f"  FAILED {traces.get('error', '')}"))
+    emu = report.get("emulator") or {}
+    lines.append(f"emulator: {emu.get('total')} requests, {emu.get('violations')} violations")
+    errors = {f"{s} {t}": e["errors"] for s, entry in report["scenarios"].items() for t, e in entry.items()
+              if e["errors"]}
+    lines.append(f"errors: {errors or 'none'}")
+    m = report["machine"]
+    lines.append(f"machine: load {m['loadavg_before'][0]:.1f} before, {m['loadavg_after'][0]:.1f} after; cpu pressure "
+                 f"after: {m.get('cpu_pressure_after') or '?'} (other load on the machine skews all targets; "
+                 "the interleaving spreads it evenly)")
+    lines.append("targets (OpenTracy = (b), tracing on)"
+                 + (": --quick has too few requests to judge these; smoke only" if report["args"]["quick"] else ":"))
+    for v in report["verdicts"]:
+        state = {True: "PASS", False: "FAIL", None: "n/a "}[v["pass"]]
+        lines.append(f"  [{state}] {v['target']}: {_fmt(v['value'], 3)} (want {v['limit']})"
+                     + (f"  [{v['detail'].split('; ', 1)[1]}]" if v["target"].startswith("tracing") else ""))
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install matplotlib): no PNG"
+    scenarios = list(report["scenarios"])
+    targets = list(report["targets"])
+    colors = {"direct": "#999999", "ot_trace": "#1f77b4", "ot_notrace": "#6baed6", "proxy": "#d62728",
+              "sdk": "#2ca02c"}
+    panels = [("added p50 latency, ms (streams: total)", "total_added_p50_ms", False),
+              ("throughput, req/s", "throughput_rps", True),
+              ("server CPU per request, ms", "server_cpu_ms_per_req", False)]
+    fig, axes = plt.subplots(1, len(panels) + 2, figsize=(24, 5.5),
+                             gridspec_kw={"width_ratios": [3] * (len(panels) + 1) + [1.3]})
+    for ax, (title, key, with_direct) in zip(axes, panels):
+        shown = [t for t in targets if with_direct or t != "direct"]
+        width = 0.8 / max(1, len(shown))
+        for i, t in enumerate(shown):
+            values = [_get(report, s, t, key) or 0.0 for s in scenarios]
+            ax.bar([x + i * width for x in range(len(scenarios))], values, width, label=SHORT[t], color=colors[t])
+        ax.set_xticks([x + width * (len(shown) - 1) / 2 for x in range(len(scenarios))], scenarios, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_yscale("log")
+        ax.grid(axis="y", which="both", alpha=0.3)
+    axes[1].legend(fontsize=8)
+    # OpenTracy (tracing on) relative to the two baselines: < 1 is better for latency and CPU.
+    ax = axes[len(panels)]
+    ratios = [("added p50 ÷ proxy", "total_added_p50_ms", "proxy", "#d62728", ""),
+              ("added p50 ÷ sdk", "total_added_p50_ms", "sdk", "#2ca02c", ""),
+              ("req/s ÷ proxy", "throughput_rps", "proxy", "#d62728", "//"),
+              ("req/s ÷ sdk", "throughput_rps", "sdk", "#2ca02c", "//")]
+    ratios = [r for r in ratios if r[2] in targets and "ot_trace" in targets]
+    width = 0.8 / max(1, len(ratios))
+    for i, (label, key, base, color, hatch) in enumerate(ratios):
+        values = [ratio(_get(report, s, "ot_trace", key), _get(report, s, base, key)) or 0.0 for s in scenarios]
+        ax.bar([x + i * width for x in range(len(scenarios))], values, width, label=label, color=color,
+               hatch=hatch, alpha=0.8, edgecolor="white")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks([x + width * (len(ratios) - 1) / 2 for x in range(len(scenarios))], scenarios, fontsize=8)
+    ax.set_title("OpenTracy (tracing on) ÷ baseline", fontsize=10)
+    ax.legend(fontsize=8)
+    ax = axes[-1]
+    servers = [t for t in targets if t in report["startup_s"]]
+    ax.bar(range(len(servers)), [report["startup_s"][t]["median"] for t in servers],
+           color=[colors[t] for t in servers])
+    ax.set_xticks(range(len(servers)), [SHORT[t] for t in servers], fontsize=8, rotation=30)
+    ax.set_title("start-up to healthy, s", fontsize=10)
+    fig.suptitle(f"OpenTracy bench {report['stamp']}  ({report['machine']['cpus']} CPUs, upstream delay "
+                 f"{report['args']['delay_ms']} ms, git {report['versions'].get('git')})", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="OpenTracy benchmark: one command, one run, ratios.")
+    parser.add_argument("--quick", action="store_true", help="small CI smoke run (< 2 min)")
+    parser.add_argument("--delay-ms", type=int, default=0, help="emulator latency before every answer")
+    parser.add_argument("--requests", type=int, help="measured requests per target in each JSON scenario "
+                                                     "(default 1200, --quick 60)")
+    parser.add_argument("--stream-requests", type=int, help="the same for streaming scenarios (default "
+                                                            "--requests / 4: a stream is ~40 chunks)")
+    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 64],
+                        help="comma-separated concurrencies (default 1,64)")
+    parser.add_argument("--out", type=Path, help="JSON path (default bench/results/<stamp>.json; PNG beside it)")
+    parser.add_argument("--skip", action="append", default=[], choices=[t for t in TARGETS if t != "direct"],
+                        help="leave a target out (repeatable)")
+    parser.add_argument("--startup-runs", type=int, help="start-ups timed per server (median; default 3, --quick 1)")
+    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment for both OpenTracy servers, for A/B runs (repeatable), "
+                             "e.g. PYTHONPATH=/tmp/uvloop-overlay")
+    parser.add_argument("--env-for", action="append", default=[], metavar="TARGET:KEY=VALUE",
+                        help="extra environment for one OpenTracy server (ot_trace or ot_notrace), applied "
+                             "last: an interleaved A/B of an engine setting, e.g. "
+                             "ot_notrace:OPENTRACY_TRACING=true ot_notrace:PYTHONPATH=/tmp/uvloop-overlay")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir with configs and server logs")
+    args = parser.parse_args(argv)
+    args.requests = args.requests or (60 if args.quick else 1200)
+    args.stream_requests = args.stream_requests or max(1, args.requests // 4)
+    args.startup_runs = args.startup_runs or (1 if args.quick else 3)
+    args.block_factor = 2 if args.quick else 4  # requests per block = concurrency x this (at least block_min)
+    args.block_min = 25 if args.quick else 50
+    args.idle_seconds = 1.5 if args.quick else 3.0
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.chdir(REPO)
+    bench = Bench(args)
+    report = bench.run()
+    out = args.out or RESULTS / f"{report['stamp']}{'-quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report["table"] = table(report)
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    problem = plot(report, out.with_suffix(".png"))
+    print(f"\nOpenTracy bench {report['stamp']}: upstream delay {args.delay_ms} ms, {args.requests} requests per "
+          f"target and scenario, {report['machine']['cpus']} CPUs, litellm {report['versions']['litellm']} "
+          f"(proxy {report['versions']['litellm_proxy'] or '-'}), {report['duration_s']:.0f}s")
+    print("added = that percentile minus the same percentile of (a) upstream direct; ratios: first ÷ second")
+    print(report["table"])
+    print()
+    print(summary(report))
+    print(f"\nwrote {out}" + ("" if problem else f" and {out.with_suffix('.png')}") + (f" ({problem})" if problem else ""))
+    traces = report.get("traces")
+    failed = bool(traces and not traces.get("ok"))
+    errors = sum(e["errors"] for entry in report["scenarios"].values() for e in entry.values())
+    return 1 if failed or errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
