@@ -88,6 +88,7 @@ class EngineOptions:
     api_keys: tuple[EngineKey, ...] = ()
     max_messages: int = 2048
     max_concurrent_upstream: int = 256
+    upstream_queue_seconds: float = 10.0  # how long a request may wait for an upstream slot
     stream_idle_timeout: float = 60.0
     connect_timeout: float = 10.0
     passthrough: bool = True  # serve litellm model strings that the config does not name
@@ -345,6 +346,8 @@ def _parse_engine_options(section: Mapping[str, Any], path: Path | None, env: Ma
         max_concurrent_upstream=_non_negative_int(
             pick("OPENTRACY_MAX_CONCURRENT_UPSTREAM", "max_concurrent_upstream", 256),
             "OPENTRACY_MAX_CONCURRENT_UPSTREAM"),
+        upstream_queue_seconds=_positive_float(pick("OPENTRACY_UPSTREAM_QUEUE_SECONDS", "upstream_queue_seconds", 10),
+                                               "OPENTRACY_UPSTREAM_QUEUE_SECONDS"),
         stream_idle_timeout=_positive_float(pick("OPENTRACY_STREAM_IDLE_TIMEOUT", "stream_idle_timeout", 60),
                                             "OPENTRACY_STREAM_IDLE_TIMEOUT"),
         connect_timeout=_positive_float(pick("OPENTRACY_CONNECT_TIMEOUT", "connect_timeout", 10),

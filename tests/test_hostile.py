@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -166,4 +167,28 @@ def test_slow_drip_is_cut_by_the_idle_timeout(emu: Emulator, tmp_path: Path) -> 
         trace = trace_of(engine, r)
         assert trace["status"] == "error"
     finally:
+        engine.stop()
+
+
+def test_message_count_and_concurrency_limits(emu: Emulator, tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(engine_config(emu))
+    engine = EngineProcess(config=config, data_dir=tmp_path / "data", env={
+        "OPENTRACY_MAX_MESSAGES": "3", "OPENTRACY_MAX_CONCURRENT_UPSTREAM": "1",
+        "OPENTRACY_UPSTREAM_QUEUE_SECONDS": "0.3"}).start()
+    try:
+        many = send(engine, {"model": "gpt-4o", "messages": OK_MESSAGES * 4}, {})
+        assert many.status_code == 400 and assert_openai_error(many)["code"] == "too_many_messages"
+        emu.delay_ms = 1500  # the one slot stays busy
+        with httpx.Client(timeout=10) as client, ThreadPoolExecutor(2) as pool:
+            first = pool.submit(client.post, f"{engine.base_url}/chat/completions",
+                                json={"model": "gpt-4o", "messages": OK_MESSAGES})
+            time.sleep(0.3)
+            second = client.post(f"{engine.base_url}/chat/completions", json={"model": "gpt-4o", "messages": OK_MESSAGES})
+            assert first.result().status_code == 200
+        assert second.status_code == 503 and second.headers["retry-after"] == "1"
+        assert assert_openai_error(second)["code"] == "engine_overloaded"
+        assert trace_of(engine, second)["http_status"] == 503
+    finally:
+        emu.delay_ms = 0
         engine.stop()

@@ -27,8 +27,6 @@ from opentracy.tracing.tracer import Tracer
 
 router = APIRouter()
 
-SLOT_WAIT_SECONDS = 10.0  # how long a request may queue for an upstream slot before a 503
-
 # Fields we handle ourselves rather than forward as given.
 NOT_FORWARDED = {"model", "stream", "stream_options"}
 
@@ -151,7 +149,7 @@ async def _take_upstream_slot(engine: Engine, ctx: RequestContext, tracer: Trace
         await engine.upstream_slots.acquire()
         return
     try:
-        async with asyncio.timeout(SLOT_WAIT_SECONDS):
+        async with asyncio.timeout(engine.settings.engine.upstream_queue_seconds):
             await engine.upstream_slots.acquire()
     except TimeoutError:
         error = APIError(503, "The engine is at its limit of concurrent upstream calls "
