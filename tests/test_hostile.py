@@ -192,3 +192,24 @@ def test_message_count_and_concurrency_limits(emu: Emulator, tmp_path: Path) -> 
     finally:
         emu.delay_ms = 0
         engine.stop()
+
+
+def test_stream_that_stops_before_done(engine: EngineProcess, emu: Emulator) -> None:
+    """The upstream sends every event but `[DONE]`, then hangs up: the client gets a clear ending."""
+    body = {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "a b c"}]}
+    with httpx.stream("POST", f"{emu.base('openai')}/chat/completions", json=body,
+                      headers={"authorization": "Bearer sk-x"}) as direct:
+        upstream_events = [line for line in direct.iter_lines() if line.startswith("data: ")]
+    assert upstream_events[-1] == "data: [DONE]"
+    emu.fail("gpt-4o", Fault(cut_after_chunks=len(upstream_events) - 1))
+    with httpx.stream("POST", f"{engine.base_url}/chat/completions", json=body, timeout=10) as r:
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    # Every word arrived, but the connection broke instead of ending: litellm reports it
+    # (MidStreamFallbackError) and the client is told, after the text it already has.
+    text = "".join((json.loads(e).get("choices") or [{}])[0].get("delta", {}).get("content") or ""
+                   for e in events[:-1])
+    assert text == "Hello from gpt-4o! You said: a b c"
+    assert "connection" in json.loads(events[-1])["error"]["message"]
+    trace = trace_of(engine, r)
+    assert trace["status"] == "error" and trace["response"] == text
+    assert trace_of(engine, r)["selected_model"] == "openai/gpt-4o"
