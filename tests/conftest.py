@@ -16,6 +16,23 @@ from tests.support import EngineProcess
 
 
 @pytest.fixture(scope="session")
+def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one chDB data directory of this test process (shared by every test file)."""
+    return tmp_path_factory.getbasetemp() / "chdb"
+
+
+def empty_store_fixture():  # type: ignore[no-untyped-def]
+    """A ``store`` fixture over the module's ``shared_store``, emptied before each test."""
+
+    @pytest.fixture()
+    def store(shared_store):  # type: ignore[no-untyped-def]
+        shared_store._connected().command("TRUNCATE TABLE opentracy_traces")
+        return shared_store
+
+    return store
+
+
+@pytest.fixture(scope="session")
 def emulator_session() -> Iterator[Emulator]:
     with Emulator() as emu:
         yield emu

@@ -23,14 +23,9 @@ import pytest
 from opentracy.store import AmbiguousTraceIdError, StoreError, StoreLockedError, TraceStore, parse_store_url
 from opentracy.store.migrations import MIGRATIONS, SchemaDriftError, apply_migrations
 from opentracy.tracing.record import COLUMN_NAMES, TraceRecord
+from tests.conftest import empty_store_fixture
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The one chDB data directory of this test process (shared by every test file)."""
-    return tmp_path_factory.getbasetemp() / "chdb"
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +40,7 @@ def shared_store(store_url: str):
     store.close()
 
 
-@pytest.fixture()
-def store(shared_store: TraceStore) -> TraceStore:
-    shared_store._connected().command("TRUNCATE TABLE opentracy_traces")
-    return shared_store
+store = empty_store_fixture()
 
 
 def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

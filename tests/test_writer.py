@@ -26,16 +26,11 @@ from opentracy.store import TraceStore
 from opentracy.store.spool import Spool, SpoolLockedError
 from opentracy.tracing import TraceRecord, TraceWriter
 from opentracy.tracing.record import COLUMN_NAMES, row_to_jsonable
+from tests.conftest import empty_store_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 METADATA = COLUMN_NAMES.index("metadata")
 ALIAS = COLUMN_NAMES.index("alias")
-
-
-@pytest.fixture(scope="session")
-def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The one chDB data directory of this test process (shared by every test file)."""
-    return tmp_path_factory.getbasetemp() / "chdb"
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +40,7 @@ def shared_store(chdb_path: Path):
     store.close()
 
 
-@pytest.fixture()
-def store(shared_store: TraceStore) -> TraceStore:
-    shared_store._connected().command("TRUNCATE TABLE opentracy_traces")
-    return shared_store
+store = empty_store_fixture()
 
 
 class FlakyStore:
