@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import opentracy  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before litellm loads)
+from opentracy import reports
 from opentracy.config import ConfigError, Settings, load_engine_options, load_settings, looks_like_secret_name
 
 if TYPE_CHECKING:
@@ -208,7 +209,7 @@ def _traces(args: argparse.Namespace) -> int:
             for row in rows:
                 print(json.dumps(row, ensure_ascii=False, default=str))
         else:
-            print(format_trace_table(rows))
+            print(reports.trace_table(rows))
         return 0
 
     return _with_source(args, work)
@@ -268,20 +269,8 @@ def _progress(count: int) -> None:
 def _stats(args: argparse.Namespace) -> int:
     def work(source: "TraceSource") -> int:
         rows = source.stats(by=args.by, since=args.since)
-        if args.json:
-            for row in rows:
-                print(json.dumps(row, default=str))
-            return 0
-        columns = [(args.by, 28), ("requests", 9), ("errors", 7), ("p50 ms", 9), ("p95 ms", 9),
-                   ("ttft p50", 9), ("ttft p95", 9), ("tokens in/out", 16), ("cost $", 11)]
-        print("  ".join(name.ljust(width) for name, width in columns))
-        for r in rows:
-            cells = [str(r["key"]), str(r["requests"]), f"{r['error_rate'] * 100:.1f}%", _ms(r["p50_ms"]),
-                     _ms(r["p95_ms"]), _ms(r["ttft_p50_ms"]), _ms(r["ttft_p95_ms"]),
-                     f"{r['prompt_tokens']}/{r['completion_tokens']}", f"{r['cost_usd']:.6f}"]
-            print("  ".join(c[:w].ljust(w) for c, (_, w) in zip(cells, columns)))
-        if not rows:
-            print(f"no traces in the last {args.since}")
+        print("\n".join(json.dumps(r, default=str) for r in rows) if args.json
+              else reports.stats_table(rows, args.by, args.since))
         return 0
 
     return _with_source(args, work)
@@ -290,65 +279,11 @@ def _stats(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     def work(source: "TraceSource") -> int:
         rows = source.compare(alias=args.alias, since=args.since)
-        if args.json:
-            for row in rows:
-                print(json.dumps(row))
-            return 0
-        if not rows:
-            print(f"no shadow traffic for alias {args.alias!r} in the last {args.since} "
-                  f"(add `shadow: [...]` to the alias and reload)")
-            return 0
-        for r in rows:
-            print(f"{args.alias}: {', '.join(r['primary_models'])}  vs  shadow {r['shadow_model']}")
-            print(f"  pairs {r['pairs']} (both answered: {r['compared']})")
-            print(f"  exact match        {_pct(r['exact_match'])}")
-            print(f"  normalised match   {_pct(r['normalised_match'])}")
-            print(f"  same tool + args   {_pct(r['same_tool_and_arguments'])} of {r['tool_calls_compared']} tool calls")
-            print(f"  cost ratio         {_x(r['cost_ratio'])} (shadow / primary)")
-            print(f"  latency ratio p50  {_x(r['latency_ratio_p50'])}")
-            print(f"  error rate         primary {_pct(r['primary_error_rate'])}, shadow {_pct(r['shadow_error_rate'])}")
+        print("\n".join(json.dumps(r) for r in rows) if args.json
+              else reports.compare_report(rows, args.alias, args.since))
         return 0
 
     return _with_source(args, work)
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.1f}%"
-
-
-def _x(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}x"
-
-
-TABLE_COLUMNS = (("time", 19), ("trace", 12), ("status", 9), ("alias", 12), ("model", 30), ("tokens", 11),
-                 ("cost $", 10), ("ms", 8), ("ttft", 7))
-
-
-def format_trace_table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "no traces match"
-    lines = ["  ".join(name.ljust(width) for name, width in TABLE_COLUMNS)]
-    for row in rows:
-        fallback = "*" if row.get("fallback_used") else ""
-        ttft = row.get("ttft_ms")
-        cells = (
-            str(row.get("start_time", ""))[:19].replace("T", " "),
-            str(row.get("trace_id", ""))[:12],
-            str(row.get("status", "")),
-            str(row.get("alias") or "-"),
-            f"{row.get('selected_model') or row.get('requested_model') or '-'}{fallback}",
-            f"{row.get('prompt_tokens', 0)}/{row.get('completion_tokens', 0)}",
-            f"{float(row.get('cost_usd') or 0):.6f}",
-            f"{float(row.get('latency_ms') or 0):.0f}",
-            "-" if ttft is None else f"{float(ttft):.0f}",
-        )
-        lines.append("  ".join(cell[:width].ljust(width) for cell, (_, width) in zip(cells, TABLE_COLUMNS)))
-    lines.append(f"{len(rows)} trace(s); * = served by a fallback")
-    return "\n".join(lines)
 
 
 def _hash_key(args: argparse.Namespace) -> int:
