@@ -1,6 +1,7 @@
 # OpenTracy engine image. Build: docker build -t opentracy .
-# Run:   docker run -p 8080:8080 -v opentracy-data:/data -e OPENAI_API_KEY=... opentracy
-# Provider keys and engine keys come from the environment at run time; none are baked in.
+# Run:   docker run -p 8080:8080 -v opentracy-data:/data -e OPENAI_API_KEY -e OPENTRACY_API_KEYS=app:sk-... opentracy
+# Provider keys and engine keys come from the environment at run time; none are baked in. It binds
+# 0.0.0.0, so `opentracy serve` refuses to start without an engine key.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
