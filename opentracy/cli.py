@@ -126,8 +126,7 @@ def _serve(args: argparse.Namespace) -> int:
     from opentracy.tracing.reader import ENGINE_FILE
 
     settings = load_settings(_config_path(args.config))
-    auth_on = bool(settings.master_key or settings.engine.api_keys)
-    if not auth_on and not _is_loopback(args.host):
+    if not settings.auth_required and not _is_loopback(args.host):
         if not args.insecure_no_auth:
             print(f"opentracy: refusing to serve on {args.host} with no engine key: anyone who reaches it could "
                   "spend your provider keys. Set OPENTRACY_API_KEYS=name:key (or general_settings.master_key "
@@ -322,7 +321,7 @@ def _print_banner(settings: Settings, host: str, port: int) -> None:
         lines.append(f"  model:   {name} ({models})")
     lines.append("  also:    any litellm model string, e.g. openai/gpt-4o, with provider keys from the environment")
     lines.append(f"  traces:  {settings.engine.clickhouse_url}")
-    lines.append(f"  auth:    {'engine keys required' if settings.master_key or settings.engine.api_keys else 'off'}")
+    lines.append(f"  auth:    {'engine keys required' if settings.auth_required else 'off'}")
     if settings.ignored:
         lines.append(f"  ignored config keys (accepted, not acted on): {', '.join(settings.ignored)}")
     print("\n".join(lines), flush=True)

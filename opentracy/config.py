@@ -117,6 +117,11 @@ class Settings:
         """Names from ``model_list`` in first-seen order (several deployments may share one)."""
         return tuple(dict.fromkeys(d.model_name for d in self.deployments))
 
+    @property
+    def auth_required(self) -> bool:
+        """Whether any engine key is configured (otherwise the engine is open: loopback use only)."""
+        return bool(self.master_key or self.engine.api_keys)
+
     def deployments_for(self, model_name: str) -> tuple[Deployment, ...]:
         return tuple(d for d in self.deployments if d.model_name == model_name)
 

@@ -23,10 +23,6 @@ class KeyRing:
             keys.append(parse_key("master", settings.master_key, admin=True, where="master_key")[0])
         return cls(keys)
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._keys)
-
     def authenticate(self, authorization: str | None, x_api_key: str | None, *, admin: bool = False) -> str | None:
         """The key's name (``None`` when auth is off); a 401/403 :class:`APIError` otherwise."""
         if not self._keys:
