@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import httpx
-import openai
 
 from tests.conftest import engine_config
 from tests.emulator import Emulator, Fault

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from opentracy.store import AmbiguousTraceIdError, StoreError, StoreLockedError, TraceStore, parse_store_url
+from opentracy.store import AmbiguousTraceIdError, StoreError, TraceStore, parse_store_url
 from opentracy.store.migrations import MIGRATIONS, SchemaDriftError, apply_migrations
 from opentracy.tracing.record import COLUMN_NAMES, TraceRecord
 from tests.conftest import empty_store_fixture

@@ -38,7 +38,6 @@ def create_app(settings: Settings, tracer: Tracer | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         litellm.suppress_debug_info = True  # no provider-list banners on stdout for each error
         provider_fixes.install()  # what litellm gets wrong about some providers (routing/provider_fixes.py)
-        app.state.tracer.register()
         # litellm leaves ~500k long-lived objects after import; without this every full collection
         # stops the event loop for ~0.35 s under load (bench/README.md). Freeze them out of the GC.
         gc.collect()

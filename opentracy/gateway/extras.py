@@ -57,6 +57,15 @@ def routing_info(ctx: RequestContext, outcome: RouteOutcome) -> dict[str, Any]:
     }
 
 
+def answer(ctx: RequestContext, outcome: RouteOutcome) -> dict[str, Any]:
+    """A successful outcome as the client gets it: OpenAI's JSON plus the extras."""
+    assert outcome.target is not None
+    data = clean(outcome.response, outcome.target.provider)
+    data.update({"_cost": cost_usd(outcome.target, data.get("usage")), "_latency_ms": round(ctx.latency_ms(), 3),
+                 "_routing": routing_info(ctx, outcome)})
+    return data
+
+
 def cost_usd(target: Target, usage: Mapping[str, Any] | None) -> float:
     """USD for ``usage`` at ``target``'s price: config prices first, then litellm's price map."""
     if not usage:

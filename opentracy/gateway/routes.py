@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from opentracy import __version__
 from opentracy.engine import Engine
 from opentracy.gateway.errors import APIError
-from opentracy.gateway.extras import RequestContext, clean, cost_usd, extras_headers, routing_info
+from opentracy.gateway.extras import RequestContext, answer, extras_headers, routing_info
 from opentracy.gateway.shadow import Shadower
 from opentracy.gateway.schemas import ChatCompletionRequest, EmbeddingRequest, error_responses
 from opentracy.gateway.streaming import StreamResult, stream_events
@@ -99,8 +99,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
 
     await _take_upstream_slot(engine, ctx, tracer, payload)
     try:
-        outcome = await engine.router.complete(route, payload, stream=ctx.stream,
-                                               metadata=tracer.call_metadata(ctx, route))
+        outcome = await engine.router.complete(route, payload, stream=ctx.stream)
         _raise_if_failed(engine, ctx, tracer, outcome, payload)
     except BaseException:
         engine.upstream_slots.release()
@@ -108,9 +107,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
     shadower: Shadower = request.app.state.shadower
     if not ctx.stream:
         engine.upstream_slots.release()
-        answer = _json_answer(ctx, outcome)
+        data = answer(ctx, outcome)
+        tracer.answered(ctx, outcome, payload, data)
         shadower.mirror(engine, tracer, ctx, route, payload)
-        return answer
+        return _json_response(ctx, data)
 
     def finished(result: StreamResult) -> None:
         engine.upstream_slots.release()  # a stream holds its slot until it ends, however it ends
@@ -136,11 +136,13 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
     route = _resolve(engine, ctx, tracer, payload)
     await _take_upstream_slot(engine, ctx, tracer, payload)
     try:
-        outcome = await engine.router.embed(route, payload, metadata=tracer.call_metadata(ctx, route))
+        outcome = await engine.router.embed(route, payload)
     finally:
         engine.upstream_slots.release()
     _raise_if_failed(engine, ctx, tracer, outcome, payload)
-    return _json_answer(ctx, outcome)
+    data = answer(ctx, outcome)
+    tracer.answered(ctx, outcome, payload, data)
+    return _json_response(ctx, data)
 
 
 async def _take_upstream_slot(engine: Engine, ctx: RequestContext, tracer: Tracer, payload: dict[str, Any]) -> None:
@@ -167,13 +169,9 @@ def _raise_if_failed(engine: Engine, ctx: RequestContext, tracer: Tracer, outcom
         raise error
 
 
-def _json_answer(ctx: RequestContext, outcome: RouteOutcome) -> JSONResponse:
-    assert outcome.target is not None
-    data = clean(outcome.response, outcome.target.provider)
-    cost = cost_usd(outcome.target, data.get("usage"))
-    latency = ctx.latency_ms()
-    data.update({"_cost": cost, "_latency_ms": round(latency, 3), "_routing": routing_info(ctx, outcome)})
-    return JSONResponse(data, headers=extras_headers(ctx, cost, latency, outcome.target.model))
+def _json_response(ctx: RequestContext, data: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(data, headers=extras_headers(ctx, data["_cost"], data["_latency_ms"],
+                                                     data["_routing"]["selected_model"]))
 
 
 @router.get("/v1/models", responses=error_responses(401))

@@ -14,7 +14,7 @@ from typing import Any
 
 from opentracy.engine import Engine
 from opentracy.gateway.errors import APIError
-from opentracy.gateway.extras import RequestContext
+from opentracy.gateway.extras import RequestContext, answer
 from opentracy.routing.aliases import Route
 from opentracy.tracing.tracer import Tracer
 
@@ -48,9 +48,10 @@ class Shadower:
     async def _run(self, engine: Engine, tracer: Tracer, ctx: RequestContext, route: Route,
                    payload: dict[str, Any]) -> None:
         try:
-            outcome = await engine.router.complete(route, payload, stream=False,
-                                                   metadata=tracer.call_metadata(ctx, route))
-            if outcome.failure is not None:
+            outcome = await engine.router.complete(route, payload, stream=False)
+            if outcome.failure is None and outcome.target is not None:
+                tracer.answered(ctx, outcome, payload, answer(ctx, outcome))
+            else:
                 self.failed += 1
                 failure = outcome.failure
                 tracer.failed(ctx, outcome, payload, APIError(failure.client_status, engine.scrub(failure.message),

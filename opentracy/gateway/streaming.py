@@ -34,11 +34,18 @@ class StreamResult:
     cost: float = 0.0
     error: str | None = None
     ttft_ms: float | None = None
+    latency_ms: float | None = None  # as sent in the last chunk's ``_latency_ms``
     upstream_finished: bool = False
+    calls: dict[int, dict[str, Any]] = field(default_factory=dict)  # tool calls by index, as they stream
 
     @property
     def output(self) -> str:
         return "".join(self.text)
+
+    @property
+    def tool_calls(self) -> list[dict[str, Any]]:
+        """The streamed tool-call deltas joined into whole calls, as a JSON answer would carry them."""
+        return [self.calls[i] for i in sorted(self.calls)]
 
 
 def sse(data: dict[str, Any]) -> bytes:
@@ -78,8 +85,8 @@ async def stream_events(ctx: RequestContext, outcome: RouteOutcome, *, client_wa
                 held = {**(held or {}), "choices": [], "usage": result.usage}
         result.cost = cost_usd(outcome.target, result.usage)
         final = held or {"object": "chat.completion.chunk", "choices": []}
-        final.update({"_cost": result.cost, "_latency_ms": round(ctx.latency_ms(), 3),
-                      "_routing": routing_info(ctx, outcome)})
+        result.latency_ms = round(ctx.latency_ms(), 3)
+        final.update({"_cost": result.cost, "_latency_ms": result.latency_ms, "_routing": routing_info(ctx, outcome)})
         yield sse(final)
         yield DONE
     except (asyncio.CancelledError, GeneratorExit):
@@ -129,8 +136,24 @@ def _observe(result: StreamResult, data: dict[str, Any]) -> None:
         delta = choice.get("delta") or {}
         if isinstance(delta.get("content"), str):
             result.text.append(delta["content"])
+        for call in delta.get("tool_calls") or ():
+            _join_tool_call(result.calls, call)
         if choice.get("finish_reason"):
             result.finish_reason = choice["finish_reason"]
+
+
+def _join_tool_call(calls: dict[int, dict[str, Any]], part: dict[str, Any]) -> None:
+    """OpenAI streams a tool call as deltas: id, type and name first, then argument fragments."""
+    index = part.get("index")
+    index = index if isinstance(index, int) else len(calls)
+    call = calls.setdefault(index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+    if part.get("id"):
+        call["id"] = part["id"]
+    function = part.get("function") or {}
+    if function.get("name") and not call["function"]["name"]:  # sent once (some providers repeat it)
+        call["function"]["name"] = function["name"]
+    if isinstance(function.get("arguments"), str):
+        call["function"]["arguments"] += function["arguments"]
 
 
 def _estimate_usage(model: str, messages: list[dict[str, Any]], output: str) -> dict[str, int]:

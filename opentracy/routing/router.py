@@ -42,11 +42,6 @@ class Attempt:
                 "latency_ms": round(self.latency_ms, 3), "http_status": self.http_status}
 
 
-# Builds the litellm ``metadata`` for an attempt at a target from the attempts before it (the trace
-# callback reads it to know the request's alias, trace id and earlier failures).
-MetadataFactory = Callable[[Target, list[Attempt]], Mapping[str, Any]]
-
-
 @dataclass(slots=True)
 class RouteOutcome:
     """What the route produced: a response (or an open stream) or the last failure."""
@@ -75,17 +70,14 @@ class Router:
         self._connect_timeout = connect_timeout
         self._drop_params = drop_params
 
-    async def complete(self, route: Route, request: Mapping[str, Any], *, stream: bool,
-                       metadata: MetadataFactory | None = None) -> RouteOutcome:
+    async def complete(self, route: Route, request: Mapping[str, Any], *, stream: bool) -> RouteOutcome:
         """Chat completion over the route's targets."""
-        return await self._run(route, request, "chat", stream, metadata)
+        return await self._run(route, request, "chat", stream)
 
-    async def embed(self, route: Route, request: Mapping[str, Any],
-                    metadata: MetadataFactory | None = None) -> RouteOutcome:
-        return await self._run(route, request, "embedding", False, metadata)
+    async def embed(self, route: Route, request: Mapping[str, Any]) -> RouteOutcome:
+        return await self._run(route, request, "embedding", False)
 
-    async def _run(self, route: Route, request: Mapping[str, Any], kind: str, stream: bool,
-                   metadata: MetadataFactory | None) -> RouteOutcome:
+    async def _run(self, route: Route, request: Mapping[str, Any], kind: str, stream: bool) -> RouteOutcome:
         outcome = RouteOutcome(route)
         for target in route.targets:
             for _ in range(1 + self._num_retries):
@@ -95,7 +87,7 @@ class Router:
                     # the provider's client does with its own timeout.
                     deadline = float(target.params.get("timeout") or self._timeout) + DEADLINE_GRACE
                     async with asyncio.timeout(deadline):  # no extra task per attempt, unlike wait_for
-                        await self._call(outcome, target, request, kind, stream, metadata)
+                        await self._call(outcome, target, request, kind, stream)
                 except Exception as exc:  # every upstream failure is classified, none escapes
                     failure = _explain_missing_credentials(classify(exc), target)
                     failure = dataclasses.replace(failure, message=self._scrub(failure.message))
@@ -114,7 +106,7 @@ class Router:
         return outcome
 
     async def _call(self, outcome: RouteOutcome, target: Target, request: Mapping[str, Any], kind: str,
-                    stream: bool, metadata: MetadataFactory | None) -> None:
+                    stream: bool) -> None:
         kwargs: dict[str, Any] = {**target.params, **request, "model": target.model,
                                   "max_retries": 0, "num_retries": 0}
         if kind == "chat":
@@ -122,8 +114,6 @@ class Router:
         if self._drop_params:
             kwargs.setdefault("drop_params", True)
         kwargs.setdefault("timeout", httpx.Timeout(self._timeout, connect=self._connect_timeout))
-        if metadata is not None:
-            kwargs["metadata"] = {**(kwargs.get("metadata") or {}), **metadata(target, list(outcome.attempts))}
         if kind == "embedding":
             outcome.response = await litellm.aembedding(**kwargs)
             return

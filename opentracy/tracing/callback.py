@@ -1,11 +1,8 @@
 """The litellm ``CustomLogger`` that turns each litellm call into one :class:`TraceRecord`.
 
-The same class serves both deployments: registered by the gateway at start-up (its calls carry
-``metadata["opentracy"]`` with the alias, trace id and earlier attempts), and loaded by an existing
-litellm proxy through :class:`opentracy.tracing.proxy.ProxyLogger` (``source = "litellm_proxy"``).
-
-For gateway calls only successes are recorded here: a failed attempt may still be followed by a
-fallback, which only the gateway knows, so the gateway records final failures itself.
+Used inside an existing litellm proxy, through :class:`opentracy.tracing.proxy.ProxyLogger`
+(``source = "litellm_proxy"``). The gateway does not use it: it records each request itself
+(:mod:`opentracy.tracing.gateway`), including the calls that never go through litellm.
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ from opentracy.tracing.record import TraceRecord
 
 log = logging.getLogger("opentracy.tracing")
 
-GATEWAY_METADATA_KEY = "opentracy"
 PARAMS_NOT_RECORDED = {"tools", "stream", "stream_options", "metadata", "user", "max_retries", "num_retries"}
 
 Sink = Callable[[TraceRecord], None]
@@ -49,22 +45,13 @@ class OpenTracyLogger(CustomLogger):
 
     def _emit(self, kwargs: Mapping[str, Any], response_obj: Any, start_time: Any, end_time: Any, *, ok: bool) -> None:
         try:
-            gateway = gateway_metadata(kwargs)
-            if gateway is not None and not ok:
-                return  # the gateway records the request's final failure, with every attempt
-            self._sink(record_from_litellm(kwargs, response_obj, start_time, end_time, ok=ok, gateway=gateway))
+            self._sink(record_from_litellm(kwargs, response_obj, start_time, end_time, ok=ok))
         except Exception:  # tracing must never break a call
             log.exception("could not build a trace record from a litellm callback")
 
 
-def gateway_metadata(kwargs: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
-    value = metadata.get(GATEWAY_METADATA_KEY) if isinstance(metadata, Mapping) else None
-    return value if isinstance(value, Mapping) else None
-
-
 def record_from_litellm(kwargs: Mapping[str, Any], response_obj: Any, start_time: Any, end_time: Any, *,
-                        ok: bool, gateway: Mapping[str, Any] | None) -> TraceRecord:
+                        ok: bool) -> TraceRecord:
     """One litellm call (its ``standard_logging_object``) as a trace record."""
     slo: Mapping[str, Any] = kwargs.get("standard_logging_object") or {}
     started = _seconds(slo.get("startTime"), start_time)
@@ -111,10 +98,7 @@ def record_from_litellm(kwargs: Mapping[str, Any], response_obj: Any, start_time
         source="litellm_proxy",
         version=__version__,
     )
-    if gateway is None:
-        _add_proxy_facts(record, slo)
-    else:
-        _add_gateway_facts(record, gateway, started, ended)
+    _add_proxy_facts(record, slo)
     return record
 
 
@@ -126,30 +110,6 @@ def _add_proxy_facts(record: TraceRecord, slo: Mapping[str, Any]) -> None:
     tags = slo.get("request_tags") or []
     requester = metadata.get("requester_metadata") or {}
     record.metadata = {**({"tags": list(tags)} if tags else {}), **dict(requester)}
-
-
-def _add_gateway_facts(record: TraceRecord, gateway: Mapping[str, Any], call_started: float, ended: float) -> None:
-    """From the gateway: the request's identity, and the attempts that failed before this one."""
-    record.source = "gateway"
-    record.trace_id = str(gateway.get("trace_id") or record.trace_id)
-    record.alias = str(gateway.get("alias") or "")
-    record.requested_model = str(gateway.get("requested_model") or "")
-    record.api_key_name = str(gateway.get("key_name") or "")
-    record.user = str(gateway.get("user") or record.user)
-    record.metadata = dict(gateway.get("client_metadata") or {})
-    record.shadow_of = str(gateway.get("shadow_of") or "")
-    prior = list(gateway.get("prior_attempts") or [])
-    record.attempts = prior + record.attempts
-    record.fallback_used = bool(gateway.get("fallback_used", bool(prior)))
-    request_started = gateway.get("start_time")
-    if isinstance(request_started, (int, float)):
-        # The trace covers the whole request (earlier attempts included), as _latency_ms does.
-        record.start_time = datetime.fromtimestamp(request_started).astimezone()
-        record.latency_ms = (ended - request_started) * 1000.0
-        if record.ttft_ms is not None:  # measured from the request's arrival, as the client sees it
-            record.ttft_ms += (call_started - request_started) * 1000.0
-    if gateway.get("selected_model"):
-        record.selected_model = str(gateway["selected_model"])
 
 
 def _first_choice(response: Any) -> Mapping[str, Any]:

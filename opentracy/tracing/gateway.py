@@ -1,8 +1,12 @@
-"""Tracing for the gateway: the store, the writer, the litellm callback and the gateway's own events.
+"""Tracing for the gateway: the store, the writer, and one record per request the gateway saw.
 
-litellm reports each successful call through :class:`OpenTracyLogger`; the gateway adds what litellm
-never reports: requests rejected before any provider call, requests whose every attempt failed, and
-streams the client abandoned (with their partial output) or that broke midway.
+The gateway builds every record itself, from what it answered: the JSON it returned (so the trace's
+cost, usage and latency are the client's ``_cost``, ``usage`` and ``_latency_ms``), the stream it
+relayed (with partial output when the client left or the upstream broke), or the error it returned
+(rejected before any provider call, or every attempt failed). It does not use litellm's callbacks:
+not every call goes through litellm (:mod:`opentracy.routing.direct`), and litellm cannot know about
+fallbacks, rejections or abandoned streams. The litellm callback is for litellm proxies
+(:mod:`opentracy.tracing.proxy`).
 """
 
 from __future__ import annotations
@@ -14,12 +18,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-import litellm
-
 from opentracy import __version__
 from opentracy.config import Settings
 from opentracy.store import TraceStore
-from opentracy.tracing.callback import GATEWAY_METADATA_KEY, PARAMS_NOT_RECORDED, OpenTracyLogger
+from opentracy.tracing.callback import PARAMS_NOT_RECORDED
 from opentracy.tracing.policy import TracePolicy
 from opentracy.tracing.record import TraceRecord
 from opentracy.tracing.tracer import Tracer
@@ -29,8 +31,7 @@ if TYPE_CHECKING:
     from opentracy.gateway.errors import APIError
     from opentracy.gateway.extras import RequestContext
     from opentracy.gateway.streaming import StreamResult
-    from opentracy.routing.aliases import Route, Target
-    from opentracy.routing.router import Attempt, MetadataFactory, RouteOutcome
+    from opentracy.routing.router import RouteOutcome
 
 log = logging.getLogger("opentracy.tracing")
 
@@ -43,7 +44,6 @@ class GatewayTracer(Tracer):
         self.writer = writer
         self.policy = _policy(settings)
         self._aliases = frozenset(settings.aliases)
-        self.logger = OpenTracyLogger(self.submit)
         self._auth_failures = 0
         self._lock = threading.Lock()
         self._closed = False
@@ -57,11 +57,6 @@ class GatewayTracer(Tracer):
         writer = TraceWriter(store, Path(options.data_dir) / "spool", spool_max_bytes=options.spool_max_bytes)
         return cls(settings, store, writer)
 
-    def register(self) -> None:
-        """Add the callback to litellm once; litellm calls it for every completion in this process."""
-        if self.logger not in litellm.callbacks:
-            litellm.callbacks.append(self.logger)
-
     def reconfigure(self, settings: Settings) -> None:
         self.policy = _policy(settings)  # the store itself (URL, TTL) changes only with a restart
         self._aliases = frozenset(settings.aliases)
@@ -71,16 +66,22 @@ class GatewayTracer(Tracer):
 
     # -- hooks called by the routes -----------------------------------------------------------
 
-    def call_metadata(self, ctx: "RequestContext", route: "Route") -> "MetadataFactory":
-        def factory(target: "Target", prior: "list[Attempt]") -> Mapping[str, Any]:
-            return {GATEWAY_METADATA_KEY: {
-                "trace_id": ctx.trace_id, "alias": route.alias, "requested_model": ctx.requested_model,
-                "selected_model": target.model, "key_name": ctx.key_name, "user": ctx.user,
-                "client_metadata": ctx.client_metadata, "start_time": ctx.start_time,
-                "prior_attempts": [a.public() for a in prior], "fallback_used": target is not route.targets[0],
-                "shadow_of": ctx.shadow_of,
-            }}
-        return factory
+    def answered(self, ctx: "RequestContext", outcome: "RouteOutcome", payload: Mapping[str, Any],
+                 answer: Mapping[str, Any]) -> None:
+        record = self._base(ctx, status="ok", error=None)
+        _add_request(record, payload)
+        _add_routing(record, outcome)
+        record.latency_ms = float(answer.get("_latency_ms") or record.latency_ms)
+        record.cost_usd = float(answer.get("_cost") or 0.0)
+        _add_usage(record, answer.get("usage"))
+        choices = answer.get("choices") or []
+        if choices:
+            message = choices[0].get("message") or {}
+            content = message.get("content")
+            record.response = content if isinstance(content, str) else ""
+            record.tool_calls = message.get("tool_calls") or []
+            record.finish_reason = str(choices[0].get("finish_reason") or "")
+        self.submit(record)
 
     def auth_failed(self, ctx: "RequestContext", error: "APIError") -> None:
         with self._lock:
@@ -106,22 +107,21 @@ class GatewayTracer(Tracer):
 
     def stream_ended(self, ctx: "RequestContext", outcome: "RouteOutcome", payload: Mapping[str, Any],
                      result: "StreamResult") -> None:
-        if result.status == "ok" or result.upstream_finished:
-            return  # litellm's success callback records it, with the provider's own numbers
         record = self._base(ctx, status=result.status, error=None)
         if result.status == "error":
             record.error_type, record.error_message, record.http_status = "stream_error", result.error or "", 502
-        else:
+        elif result.status == "cancelled":
             record.error_type, record.http_status = "client_disconnected", 499
         _add_request(record, payload)
         _add_routing(record, outcome)
         record.response = result.output
         record.finish_reason = result.finish_reason or ""
+        record.tool_calls = result.tool_calls
         record.ttft_ms = result.ttft_ms
-        if result.usage:
-            record.prompt_tokens = int(result.usage.get("prompt_tokens") or 0)
-            record.completion_tokens = int(result.usage.get("completion_tokens") or 0)
-            record.total_tokens = int(result.usage.get("total_tokens") or 0)
+        record.cost_usd = result.cost
+        if result.latency_ms is not None:
+            record.latency_ms = result.latency_ms
+        _add_usage(record, result.usage)
         self.submit(record)
 
     # -- operations -------------------------------------------------------------------------------
@@ -144,8 +144,6 @@ class GatewayTracer(Tracer):
         if self._closed:
             return
         self._closed = True
-        if self.logger in litellm.callbacks:
-            litellm.callbacks.remove(self.logger)
         self.writer.close()
         self.store.close()
 
@@ -194,3 +192,10 @@ def _add_routing(record: TraceRecord, outcome: "RouteOutcome") -> None:
     record.selected_model = target.model if target else (last.model if last else "")
     record.provider = target.provider if target else (last.provider if last else "")
     record.fallback_used = outcome.fallback_used or len(outcome.attempts) > 1
+
+
+def _add_usage(record: TraceRecord, usage: Mapping[str, Any] | None) -> None:
+    if usage:
+        record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        record.completion_tokens = int(usage.get("completion_tokens") or 0)
+        record.total_tokens = int(usage.get("total_tokens") or 0)

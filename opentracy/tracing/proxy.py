@@ -393,7 +393,7 @@ class ProxyLogger(OpenTracyLogger):
 
     def _record(self, kwargs: Mapping[str, Any], response_obj: Any, start_time: Any, end_time: Any, *,
                 ok: bool) -> TraceRecord:
-        record = record_from_litellm(kwargs, response_obj, start_time, end_time, ok=ok, gateway=None)
+        record = record_from_litellm(kwargs, response_obj, start_time, end_time, ok=ok)
         record.source = SOURCE
         call_id = _call_id(kwargs)
         if call_id:

@@ -1,7 +1,7 @@
-"""The gateway's side of tracing: the events litellm never reports, and call metadata.
+"""The hooks the gateway calls on every request, whatever its outcome.
 
-:class:`Tracer` here is the no-op used when tracing is off; it also defines the hooks the routes
-call, so the request path is the same with tracing on or off.
+:class:`Tracer` here is the no-op used when tracing is off; it defines the hooks the routes call,
+so the request path is the same with tracing on or off.
 """
 
 from __future__ import annotations
@@ -12,21 +12,18 @@ if TYPE_CHECKING:
     from opentracy.gateway.errors import APIError
     from opentracy.gateway.extras import RequestContext
     from opentracy.gateway.streaming import StreamResult
-    from opentracy.routing.aliases import Route
-    from opentracy.routing.router import MetadataFactory, RouteOutcome
+    from opentracy.routing.router import RouteOutcome
 
 
 class Tracer:
     """No-op tracer: the hooks the gateway calls on every request."""
 
-    def register(self) -> None:
-        pass
-
     def reconfigure(self, settings: Any) -> None:
         """A reload: apply the new config's trace settings (content, redaction, secrets)."""
 
-    def call_metadata(self, ctx: "RequestContext", route: "Route") -> "MetadataFactory | None":
-        return None
+    def answered(self, ctx: "RequestContext", outcome: "RouteOutcome", payload: dict[str, Any],
+                 answer: dict[str, Any]) -> None:
+        """A JSON answer (chat completion or embeddings) as sent to the client, extras included."""
 
     def auth_failed(self, ctx: "RequestContext", error: "APIError") -> None:
         pass
