@@ -93,6 +93,7 @@ class EngineOptions:
     connect_timeout: float = 10.0
     passthrough: bool = True  # serve litellm model strings that the config does not name
     max_concurrent_shadows: int = 16
+    direct: bool = True  # OpenAI-format upstreams without litellm's per-call work (routing/direct.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +361,7 @@ def _parse_engine_options(section: Mapping[str, Any], path: Path | None, env: Ma
         passthrough=_bool(pick("OPENTRACY_PASSTHROUGH", "passthrough", True), "OPENTRACY_PASSTHROUGH"),
         max_concurrent_shadows=_non_negative_int(pick("OPENTRACY_MAX_CONCURRENT_SHADOWS", "max_concurrent_shadows", 16),
                                                  "OPENTRACY_MAX_CONCURRENT_SHADOWS"),
+        direct=_bool(pick("OPENTRACY_DIRECT", "direct", True), "OPENTRACY_DIRECT"),
     )
 
 

@@ -13,6 +13,7 @@ from opentracy.config import Settings
 from opentracy.gateway.auth import KeyRing
 from opentracy.gateway.errors import scrub
 from opentracy.routing.aliases import ModelResolver
+from opentracy.routing.direct import DirectOpenAI
 from opentracy.routing.router import Router
 
 
@@ -25,7 +26,9 @@ class Engine:
     upstream_slots: asyncio.Semaphore  # max concurrent upstream calls (OPENTRACY_MAX_CONCURRENT_UPSTREAM)
 
     @classmethod
-    def build(cls, settings: Settings) -> "Engine":
+    def build(cls, settings: Settings, direct: DirectOpenAI | None = None) -> "Engine":
+        """``direct`` is the app's HTTP client for OpenAI-format upstreams (it outlives reloads); it is
+        used unless ``OPENTRACY_DIRECT=false``."""
         def remove_secrets(text: str) -> str:
             return scrub(text, settings.secrets)
 
@@ -34,7 +37,7 @@ class Engine:
             resolver=ModelResolver(settings),
             router=Router(num_retries=settings.num_retries, timeout=settings.timeout,
                           drop_params=settings.drop_params, connect_timeout=settings.engine.connect_timeout,
-                          scrub=remove_secrets),
+                          scrub=remove_secrets, direct=direct if settings.engine.direct else None),
             keys=KeyRing.from_settings(settings),
             upstream_slots=asyncio.Semaphore(settings.engine.max_concurrent_upstream or 1_000_000),
         )

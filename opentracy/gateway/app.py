@@ -23,6 +23,7 @@ from opentracy.gateway.limits import BodySizeLimit
 from opentracy.gateway.reload import reload_on_signal
 from opentracy.gateway.routes import router
 from opentracy.routing import provider_fixes
+from opentracy.routing.direct import DirectOpenAI
 from opentracy.gateway.shadow import Shadower
 from opentracy.tracing.tracer import Tracer
 
@@ -48,10 +49,12 @@ def create_app(settings: Settings, tracer: Tracer | None = None) -> FastAPI:
             yield
         finally:
             await app.state.shadower.drain()
+            await app.state.direct.close()
             app.state.tracer.close()  # flushes queued traces (to the store, or the spool)
 
     app = FastAPI(title="OpenTracy", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.engine = Engine.build(settings)
+    app.state.direct = DirectOpenAI()  # one connection pool for OpenAI-format upstreams, across reloads
+    app.state.engine = Engine.build(settings, app.state.direct)
     app.state.tracer = tracer or Tracer()
     app.state.started_at = time.time()
     app.state.shadower = Shadower(settings.engine.max_concurrent_shadows)

@@ -21,7 +21,7 @@ def reload_config(app: FastAPI) -> Settings:
     """
     current: Engine = app.state.engine
     settings = load_settings(current.settings.path)
-    app.state.engine = Engine.build(settings)
+    app.state.engine = Engine.build(settings, app.state.direct)
     app.state.tracer.reconfigure(settings)
     log.info("config reloaded from %s: %d aliases, %d models", settings.path, len(settings.aliases),
                 len(settings.model_names))

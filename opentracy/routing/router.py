@@ -18,6 +18,7 @@ import httpx
 import litellm
 
 from opentracy.routing.aliases import Route, Target
+from opentracy.routing.direct import DirectOpenAI
 from opentracy.routing.failover import Failure, classify
 from opentracy.routing.provider_fixes import prepare_call
 
@@ -49,7 +50,7 @@ class RouteOutcome:
     route: Route
     attempts: list[Attempt] = field(default_factory=list)
     target: Target | None = None
-    response: Any = None  # litellm ModelResponse / EmbeddingResponse
+    response: Any = None  # litellm ModelResponse / EmbeddingResponse, or a dict from the direct path
     stream: AsyncIterator[Any] | None = None
     first_chunk: Any = None  # already pulled from ``stream`` so failures before it can fall back
     failure: Failure | None = None
@@ -63,8 +64,10 @@ class Router:
     """Runs routes; holds only immutable settings, so one instance serves all requests."""
 
     def __init__(self, *, num_retries: int, timeout: float | None, drop_params: bool,
-                 connect_timeout: float = 10.0, scrub: Callable[[str], str] = str) -> None:
+                 connect_timeout: float = 10.0, scrub: Callable[[str], str] = str,
+                 direct: DirectOpenAI | None = None) -> None:
         self._scrub = scrub  # removes provider/engine keys from upstream error text (some echo them)
+        self._direct = direct  # OpenAI-format upstreams without litellm's per-call work (routing/direct.py)
         self._num_retries = num_retries
         self._timeout = timeout or DEFAULT_TIMEOUT
         self._connect_timeout = connect_timeout
@@ -107,6 +110,15 @@ class Router:
 
     async def _call(self, outcome: RouteOutcome, target: Target, request: Mapping[str, Any], kind: str,
                     stream: bool) -> None:
+        if kind == "chat" and self._direct is not None:
+            call = await self._direct.prepare({**target.params, **request}, provider=target.provider, stream=stream,
+                                              timeout=self._timeout, connect_timeout=self._connect_timeout)
+            if call is not None:
+                if stream:
+                    await _open_stream(outcome, await self._direct.stream(call))
+                else:
+                    outcome.response = await self._direct.complete(call)
+                return
         kwargs: dict[str, Any] = {**target.params, **request, "model": target.model,
                                   "max_retries": 0, "num_retries": 0}
         if kind == "chat":
@@ -123,15 +135,18 @@ class Router:
         # Exact usage (and so cost) for every stream; litellm's stream wrapper honours this for all
         # providers, even those whose own API has no such option (it is not sent to them).
         kwargs["stream_options"] = {"include_usage": True}
-        response = await litellm.acompletion(**kwargs, stream=True)
-        iterator = aiter(response)
-        # Pull the first chunk inside the attempt: most providers report errors only once the
-        # stream is read, and until a chunk reaches the client we can still fall back.
-        try:
-            outcome.first_chunk = await anext(iterator)
-        except StopAsyncIteration:
-            outcome.first_chunk = None
-        outcome.stream = iterator
+        await _open_stream(outcome, await litellm.acompletion(**kwargs, stream=True))
+
+
+async def _open_stream(outcome: RouteOutcome, stream: Any) -> None:
+    """Pull the first chunk inside the attempt: most providers report errors only once the stream is
+    read, and until a chunk reaches the client we can still fall back."""
+    iterator = aiter(stream)
+    try:
+        outcome.first_chunk = await anext(iterator)
+    except StopAsyncIteration:
+        outcome.first_chunk = None
+    outcome.stream = iterator
 
 
 def _explain_missing_credentials(failure: Failure, target: Target) -> Failure:

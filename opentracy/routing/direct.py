@@ -1,0 +1,240 @@
+"""Chat calls to OpenAI-format upstreams without litellm's per-call machinery.
+
+When the upstream already speaks OpenAI's chat completions API (litellm provider ``openai``: OpenAI
+itself, or any OpenAI-compatible server behind ``api_base`` — vLLM, a distilled student), a litellm
+call is mostly overhead: its logging object, parameter checks, the OpenAI SDK and the pydantic
+response objects cost ~4-5 ms and most of the engine's CPU per request (bench/README.md). Here the
+body is built by litellm's own OpenAI transformation (so messages and tools are exactly what
+litellm would send), posted with one shared aiohttp session, and the answer is relayed as JSON
+dicts. Failures are mapped by litellm's own exception mapping, so retries, fallbacks and the
+errors clients see are the same as on the litellm path.
+
+A call goes this way only when litellm would send it unchanged: provider ``openai``, a model litellm
+configures as a plain GPT or unknown (OpenAI-compatible) model — not o-series or GPT-5, whose
+parameters litellm rewrites — every request parameter one litellm passes through for that model,
+and an API key. Anything else returns ``None`` from :meth:`DirectOpenAI.prepare` and goes through
+``litellm.acompletion``. ``OPENTRACY_DIRECT=false`` turns this path off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Mapping
+
+import aiohttp
+import litellm
+from litellm.llms.openai.chat.gpt_transformation import OpenAIGPTConfig, OpenAIUnknownModelConfig
+from litellm.llms.openai.common_utils import OpenAIError
+from litellm.types.utils import LlmProviders
+from litellm.utils import (ProviderConfigManager, validate_and_fix_openai_messages,
+                           validate_chat_completion_tool_choice, validate_openai_optional_params)
+
+from opentracy.routing.aliases import PRICE_KEYS
+
+# litellm_params of a model_list entry that configure the call rather than the body.
+CALL_KEYS = frozenset({"model", "api_key", "api_base", "base_url", "organization", "timeout", "stream_timeout",
+                       "extra_headers", "headers", "max_retries", "num_retries", "custom_llm_provider", "rpm", "tpm",
+                       "drop_params", "metadata", *PRICE_KEYS})
+# Request fields litellm consumes itself instead of sending (``metadata`` is litellm's, as on its path).
+NOT_SENT = frozenset({"metadata"})
+DEFAULT_API_BASE = "https://api.openai.com/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class DirectCall:
+    """One prepared call: where to post, with which headers, and the body."""
+
+    model: str  # as litellm names it, for its exception mapping and price lookup
+    url: str
+    headers: Mapping[str, str]
+    body: dict[str, Any]
+    timeout: aiohttp.ClientTimeout
+
+
+class DirectOpenAI:
+    """Owns one aiohttp session for the process (opened lazily in the event loop; ``close()`` at shutdown)."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    async def prepare(self, params: Mapping[str, Any], *, provider: str, stream: bool, timeout: float,
+                      connect_timeout: float) -> DirectCall | None:
+        """The call for ``params`` (target litellm_params merged with the request), or None if litellm
+        would change it on the way (then the caller uses ``litellm.acompletion``)."""
+        if provider != "openai":
+            return None
+        model = str(params["model"]).removeprefix("openai/")
+        config = ProviderConfigManager.get_provider_chat_config(model, LlmProviders.OPENAI)
+        if type(config) not in (OpenAIGPTConfig, OpenAIUnknownModelConfig):
+            return None  # o-series, GPT-5, audio: litellm maps their parameters
+        supported = set(config.get_supported_openai_params(model))
+        # None is "not given" to litellm, as it is here.
+        request = {k: v for k, v in params.items() if k not in CALL_KEYS and k != "messages" and v is not None}
+        if any(k not in supported and k not in NOT_SENT for k in request):
+            return None  # litellm drops or refuses it, depending on drop_params: its path decides
+        api_key = params.get("api_key") or os.environ.get("OPENAI_API_KEY")
+        if not api_key:
+            return None  # litellm's path explains the missing credential
+        optional = {k: v for k, v in request.items() if k not in NOT_SENT}
+        # The checks and fixes litellm.completion applies to every request before any provider sees it.
+        messages = validate_and_fix_openai_messages([dict(m) for m in params["messages"]])
+        if "tool_choice" in optional:
+            optional["tool_choice"] = validate_chat_completion_tool_choice(optional["tool_choice"], model)
+        if "stop" in optional:
+            optional["stop"] = validate_openai_optional_params(stop=optional["stop"])
+        if stream:
+            # Exact usage, so exact cost, on every stream (as on the litellm path).
+            optional.update(stream=True, stream_options={"include_usage": True})
+        body = await config.async_transform_request(model, messages, optional,
+                                                    {"custom_llm_provider": "openai",
+                                                     "api_base": params.get("api_base")}, {})
+        headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json",
+                   **(params.get("headers") or {}), **(params.get("extra_headers") or {})}
+        organization = params.get("organization") or os.environ.get("OPENAI_ORGANIZATION")
+        if organization:
+            headers["OpenAI-Organization"] = str(organization)
+        api_base = (params.get("api_base") or params.get("base_url") or os.environ.get("OPENAI_BASE_URL")
+                    or os.environ.get("OPENAI_API_BASE") or DEFAULT_API_BASE)
+        read = float(params.get("stream_timeout") if stream and params.get("stream_timeout") else
+                     params.get("timeout") or timeout)
+        return DirectCall(model, str(api_base).rstrip("/") + "/chat/completions", headers, body,
+                          aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read))
+
+    async def complete(self, call: DirectCall) -> dict[str, Any]:
+        """POST and return the chat completion as a dict; upstream failures raise litellm's exceptions."""
+        context = self._post(call)
+        response = await _entered(call, context)
+        try:
+            text = await _read(call, response)
+        finally:
+            await context.__aexit__(None, None, None)
+        if response.status >= 400:
+            raise _mapped(call, response.status, text)
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise _mapped(call, 502, f"the upstream answered with invalid JSON: {text[:200]!r}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            raise _mapped(call, 502, f"the upstream's answer is not a chat completion: {text[:200]!r}")
+        for choice in data["choices"]:
+            if isinstance(choice, dict) and isinstance(choice.get("message"), dict):
+                _reasoning_as_litellm_names_it(choice["message"])
+        return data
+
+    async def stream(self, call: DirectCall) -> AsyncIterator[dict[str, Any]]:
+        """Open the stream (an HTTP error raises here) and return its chunks as dicts."""
+        context = self._post(call)
+        response = await _entered(call, context)
+        if response.status >= 400:
+            try:
+                text = await _read(call, response)
+            finally:
+                await context.__aexit__(None, None, None)
+            raise _mapped(call, response.status, text)
+        return _chunks(call, context, response)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _post(self, call: DirectCall) -> Any:
+        if self._session is None or self._session.closed:
+            # No connection limit here: the engine's own (OPENTRACY_MAX_CONCURRENT_UPSTREAM) applies.
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        return self._session.post(call.url, data=json.dumps(call.body), headers=dict(call.headers),
+                                  timeout=call.timeout)
+
+
+async def _entered(call: DirectCall, context: Any) -> aiohttp.ClientResponse:
+    try:
+        return await context.__aenter__()
+    except aiohttp.ServerTimeoutError as exc:
+        raise litellm.Timeout(f"OpenAIException - {exc}", model=call.model, llm_provider="openai") from exc
+    except aiohttp.ClientError as exc:
+        raise litellm.APIConnectionError(f"OpenAIException - {type(exc).__name__}: {exc}", llm_provider="openai",
+                                         model=call.model) from exc
+
+
+async def _read(call: DirectCall, response: aiohttp.ClientResponse) -> str:
+    try:
+        return (await response.read()).decode("utf-8", errors="replace")
+    except aiohttp.ServerTimeoutError as exc:
+        raise litellm.Timeout(f"OpenAIException - {exc}", model=call.model, llm_provider="openai") from exc
+    except aiohttp.ClientError as exc:
+        raise litellm.APIConnectionError(f"OpenAIException - {type(exc).__name__}: {exc}", llm_provider="openai",
+                                         model=call.model) from exc
+
+
+async def _chunks(call: DirectCall, context: Any, response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+    """Server-sent events → chunk dicts, until ``data: [DONE]`` or the end of the body."""
+    try:
+        data_lines: list[bytes] = []
+        while True:
+            try:
+                line = await response.content.readline()
+            except aiohttp.ServerTimeoutError as exc:
+                raise litellm.Timeout(f"OpenAIException - {exc}", model=call.model, llm_provider="openai") from exc
+            except aiohttp.ClientError as exc:
+                raise litellm.APIConnectionError(f"OpenAIException - {type(exc).__name__}: {exc}",
+                                                 llm_provider="openai", model=call.model) from exc
+            if not line:
+                if data_lines:
+                    raise litellm.APIConnectionError("OpenAIException - the stream ended inside an event",
+                                                     llm_provider="openai", model=call.model)
+                return
+            line = line.rstrip(b"\r\n")
+            if line.startswith(b"data:"):
+                data_lines.append(line[5:].lstrip(b" "))
+                continue
+            if line or not data_lines:
+                continue  # event:/id:/comment lines, or blank lines between events
+            payload, data_lines = b"\n".join(data_lines), []
+            if payload == b"[DONE]":
+                return
+            yield _chunk(call, payload)
+    finally:
+        await context.__aexit__(None, None, None)  # releases the connection, or closes it mid-stream
+
+
+def _chunk(call: DirectCall, payload: bytes) -> dict[str, Any]:
+    try:
+        chunk = json.loads(payload)
+    except ValueError:
+        raise _mapped(call, 502, f"invalid JSON in the upstream's stream: {payload[:200]!r}") from None
+    if not isinstance(chunk, dict):
+        raise _mapped(call, 502, f"unexpected event in the upstream's stream: {payload[:200]!r}")
+    if chunk.get("error"):  # vLLM and friends report some failures inside a 200 stream
+        error = chunk["error"]
+        code = error.get("code") if isinstance(error, dict) else None
+        raise _mapped(call, code if isinstance(code, int) and 400 <= code < 600 else 500, json.dumps(error))
+    for choice in chunk.get("choices") or ():
+        if isinstance(choice, dict) and isinstance(choice.get("delta"), dict):
+            _reasoning_as_litellm_names_it(choice["delta"])
+    return chunk
+
+
+def _reasoning_as_litellm_names_it(message: dict[str, Any]) -> None:
+    """OpenAI-compatible servers (vLLM, GLM) say ``reasoning``; litellm's name is ``reasoning_content``."""
+    if "reasoning" in message:
+        message["reasoning_content"] = message.pop("reasoning")
+
+
+def _mapped(call: DirectCall, status: int, text: str) -> Exception:
+    """The exception litellm raises for this status and body (so the failover table applies unchanged)."""
+    message = text
+    try:
+        error = json.loads(text).get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            message = error["message"]
+    except (ValueError, AttributeError):
+        pass
+    original = OpenAIError(status_code=status, message=message[:2000])
+    try:
+        litellm.exception_type(model=call.model, original_exception=original, custom_llm_provider="openai")
+    except Exception as mapped:
+        mapped.__cause__ = original
+        return mapped
+    return original
