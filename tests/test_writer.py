@@ -358,3 +358,27 @@ def test_spool_is_fifo_across_segments_and_locked(tmp_path: Path) -> None:
     assert spool.is_empty and spool.bytes == 0 and not list((tmp_path / "s").glob("*.jsonl"))
     spool.close()
     Spool(tmp_path / "s").close()  # the lock is released by close()
+
+
+def test_secrets_are_removed_from_every_stored_text(store: TraceStore, tmp_path: Path) -> None:
+    """The writer scrubs the encoded row: plain text, JSON columns (where a secret is JSON-escaped), labels."""
+    from opentracy.tracing.policy import TracePolicy
+
+    plain, odd = "sk-live-0123456789abcdef", 'key"with\\quote-é-42'
+    policy = TracePolicy(secrets=[plain, odd])
+    writer = fast_writer(store, tmp_path / "spool", scrub=policy.scrub_text)
+    record = TraceRecord(
+        messages=[{"role": "user", "content": f"my key is {plain} and {odd}"}],
+        response=f"echo {plain}", error_message=f"401 for key {odd}", user=plain,
+        request_params={"nested": [{"api_key": plain}]}, metadata={"note": odd},
+        attempts=[{"model": "m", "status": "error", "error": f"bad key {plain}"}])
+    writer.submit(record)
+    assert writer.flush(10)
+    writer.close()
+    row = store.get_trace(record.trace_id)
+    assert row is not None
+    text = json.dumps(row, default=str, ensure_ascii=False)
+    assert plain not in text and "with\\\\quote" not in text and 'with"quote' not in text
+    assert row["response"] == "echo [SECRET]"
+    assert row["messages"][0]["content"] == "my key is [SECRET] and [SECRET]"
+    assert row["metadata"] == {"note": "[SECRET]"} and row["user"] == "[SECRET]"

@@ -39,10 +39,13 @@ log = logging.getLogger("opentracy.tracing")
 class GatewayTracer(Tracer):
     """Owns the trace path for one server process: open at start, ``close()`` flushes."""
 
-    def __init__(self, settings: Settings, store: TraceStore, writer: TraceWriter) -> None:
+    def __init__(self, settings: Settings, store: TraceStore) -> None:
+        options = settings.engine
         self.store = store
-        self.writer = writer
         self.policy = _policy(settings)
+        # The writer removes secrets from each encoded row, with the policy current then (reloads swap it).
+        self.writer = TraceWriter(store, Path(options.data_dir) / "spool", spool_max_bytes=options.spool_max_bytes,
+                                  scrub=self._scrub_text)
         self._aliases = frozenset(settings.aliases)
         self._auth_failures = 0
         self._lock = threading.Lock()
@@ -54,8 +57,7 @@ class GatewayTracer(Tracer):
         options = settings.engine
         store = TraceStore(options.clickhouse_url, ttl_days=options.trace_ttl_days,
                            require_connection=False)
-        writer = TraceWriter(store, Path(options.data_dir) / "spool", spool_max_bytes=options.spool_max_bytes)
-        return cls(settings, store, writer)
+        return cls(settings, store)
 
     def reconfigure(self, settings: Settings) -> None:
         self.policy = _policy(settings)  # the store itself (URL, TTL) changes only with a restart
@@ -63,6 +65,9 @@ class GatewayTracer(Tracer):
 
     def submit(self, record: TraceRecord) -> None:
         self.writer.submit(self.policy.apply(record))
+
+    def _scrub_text(self, text: str) -> str:
+        return self.policy.scrub_text(text)
 
     # -- hooks called by the routes -----------------------------------------------------------
 

@@ -1,6 +1,8 @@
-"""What of a call may be stored: applied to every record, from either source, before it is queued.
+"""What of a call may be stored: applied to every record, from either source.
 
-- Secrets (provider keys, engine keys) are removed always, whatever the settings.
+- Secrets (provider keys, engine keys) are removed always, whatever the settings: the trace writer
+  runs :meth:`TracePolicy.scrub_text` over every text of every encoded row (JSON columns included),
+  off the request path and in C-speed string searches rather than a walk of nested values.
 - ``OPENTRACY_TRACE_CONTENT=false``: no prompt, response, tool-argument or error text; counts, cost,
   latency and models stay.
 - ``OPENTRACY_TRACE_REDACT=true``: PII in all stored text becomes typed placeholders (``[EMAIL]``, …).
@@ -9,6 +11,7 @@ The client's response is never touched: this runs on the trace only.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Iterable
 
 from opentracy.tracing.record import TraceRecord
@@ -23,13 +26,29 @@ class TracePolicy:
         self.redact = redact
         # Longest first, so a key that contains another is replaced whole.
         self._secrets = tuple(sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True))
+        # A secret inside a JSON column is JSON-escaped; the two differ only for unusual characters.
+        self._forms = tuple((s, _json_escaped(s) if _json_escaped(s) != s else None) for s in self._secrets)
         self._redactor = Redactor() if redact else None
 
     def apply(self, record: TraceRecord) -> TraceRecord:
+        """Content and redaction settings; secrets are removed later, by :meth:`scrub_text` on the row."""
         if not self.store_content:
             _drop_content(record)
         elif self._redactor is not None:
             self._redact(record, self._redactor)
+        return record
+
+    def scrub_text(self, text: str) -> str:
+        """``text`` (plain or JSON) with every secret replaced."""
+        for secret, escaped in self._forms:
+            if secret in text:
+                text = text.replace(secret, SECRET_PLACEHOLDER)
+            if escaped is not None and escaped in text:
+                text = text.replace(escaped, SECRET_PLACEHOLDER)
+        return text
+
+    def scrub_record(self, record: TraceRecord) -> TraceRecord:
+        """Secrets removed from the record's fields themselves (for secrets known for one record only)."""
         if self._secrets:
             self._scrub(record)
         return record
@@ -62,6 +81,10 @@ class TracePolicy:
         if hasattr(value, "model_dump"):
             return self._scrub_value(value.model_dump())
         return value
+
+
+def _json_escaped(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)[1:-1]
 
 
 def _drop_content(record: TraceRecord) -> None:

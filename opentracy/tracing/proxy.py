@@ -103,7 +103,7 @@ class ProxyTracer:
             return
         record = policy.apply(record)
         if extra_secrets:  # keys seen on this call only (a literal api_key in the proxy config, ...)
-            record = TracePolicy(secrets=extra_secrets).apply(record)
+            record = TracePolicy(secrets=extra_secrets).scrub_record(record)
         with self._lock:
             writer = self._writer
             if writer is None:
@@ -150,7 +150,8 @@ class ProxyTracer:
         try:
             store = TraceStore(options.clickhouse_url, ttl_days=options.trace_ttl_days, require_connection=False)
             try:
-                writer = TraceWriter(store, Path(options.data_dir) / "spool", spool_max_bytes=options.spool_max_bytes)
+                writer = TraceWriter(store, Path(options.data_dir) / "spool", spool_max_bytes=options.spool_max_bytes,
+                                     scrub=self._policy.scrub_text if self._policy else None)
             except BaseException:
                 store.close()
                 raise

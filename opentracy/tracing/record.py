@@ -314,15 +314,18 @@ def _encode_text_list(column: Column, value: Any, limit: int) -> tuple[list[str]
     return [_encode_text(column, item, limit)[0] for item in items], []
 
 
+# One encoder for every JSON column (json.dumps with options builds a new one per call).
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def _encode_json(column: Column, value: Any, limit: int) -> tuple[str, Sequence[str]]:
     problems: list[str] = []
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = _JSON.encode(value)
         if text.isascii() and len(text) <= limit:
             return text, _OK
     except (TypeError, ValueError, RecursionError):
-        text = json.dumps(_json_safe(value, "$", problems, set(), 0), ensure_ascii=False, allow_nan=False,
-                          separators=(",", ":"))
+        text = _JSON.encode(_json_safe(value, "$", problems, set(), 0))
     text, more = _clean_unicode(text)
     problems += more
     size = len(text.encode("utf-8"))

@@ -42,7 +42,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from opentracy.store.spool import Spool, SpooledBatch
 from opentracy.tracing.record import DEFAULT_MAX_TEXT_BYTES, TraceRecord, row_from_jsonable, row_to_jsonable
@@ -70,10 +70,12 @@ class TraceWriter:
     The writer does not own the store: ``close()`` the writer, then the store.
     """
 
-    def __init__(self, store: RowStore, spool_dir: str | Path, *, batch_size: int = 500,
-                 flush_interval: float = 0.5, queue_size: int = 10_000, spool_max_bytes: int = 1 << 30,
-                 retry_min: float = 0.5, retry_max: float = 30.0, poison_after: int = 5) -> None:
+    def __init__(self, store: RowStore, spool_dir: str | Path, *, batch_size: int = 2000,
+                 flush_interval: float = 1.0, queue_size: int = 10_000, spool_max_bytes: int = 1 << 30,
+                 retry_min: float = 0.5, retry_max: float = 30.0, poison_after: int = 5,
+                 scrub: Callable[[str], str] | None = None) -> None:
         self._store = store
+        self._scrub = scrub  # applied to every text of every encoded row before it is stored or spooled
         self._spool = Spool(spool_dir, max_bytes=spool_max_bytes)
         self._batch_size = batch_size
         self._flush_interval = flush_interval
@@ -239,7 +241,8 @@ class TraceWriter:
         rows = []
         for record in records:
             try:
-                rows.append(record.to_row(self._max_text_bytes))
+                row = record.to_row(self._max_text_bytes)
+                rows.append(_scrubbed(row, self._scrub) if self._scrub is not None else row)
             except Exception:  # to_row() is built not to raise; if it ever does, say so loudly
                 log.exception("trace writer: record could not be encoded")
                 self._drop("unencodable", 1)
@@ -343,3 +346,10 @@ class TraceWriter:
                 return False
             self._last_warning[key] = now
             return True
+
+
+def _scrubbed(row: list[Any], scrub: Callable[[str], str]) -> list[Any]:
+    """The encoded row with ``scrub`` applied to each text (JSON columns are text here too)."""
+    return [scrub(value) if type(value) is str else
+            [scrub(item) if type(item) is str else item for item in value] if type(value) is list else value
+            for value in row]
