@@ -86,7 +86,8 @@ def layer_of(path: str) -> str | None:
 
 # Where a sample's time goes, judged from its whole stack (first rule that matches wins).
 PHASES = [
-    ("OpenTracy trace callback (record, policy, submit)", lambda n, f: "OpenTracyLogger.async_log_success_event" in n),
+    ("OpenTracy trace record (build, policy, submit)",
+     lambda n, f: bool(n & {"GatewayTracer.answered", "GatewayTracer.stream_ended"})),
     ("OpenTracy trace writer thread (encode, chDB insert)", lambda n, f: any(x.startswith("TraceWriter.") for x in n)),
     ("litellm: rebuild the whole stream for logging (stream_chunk_builder)", lambda n, f: "stream_chunk_builder" in n),
     ("litellm: success logging (standard logging payload)",
@@ -99,6 +100,10 @@ PHASES = [
     ("litellm: provider call (openai SDK, httpx, aiohttp transport)",
      lambda n, f: bool(n & {"_resolve_dispatched_chat_response", "OpenAIChatCompletion.acompletion"})),
     ("litellm: sync completion() in the executor thread", lambda n, f: "_WorkItem.run" in n),
+    ("OpenTracy direct path: body via litellm's OpenAI transformation",
+     lambda n, f: "DirectOpenAI.prepare" in n),
+    ("OpenTracy direct path: HTTP (aiohttp) and SSE/JSON parsing",
+     lambda n, f: bool(n & {"DirectOpenAI.complete", "DirectOpenAI.stream", "_chunks"})),
     ("litellm: acompletion set-up (function_setup, Logging, executor hop)",
      lambda n, f: bool(n & {"PublicDispatch.arun", "acompletion"})),
     ("OpenTracy stream relay (stream_events: clean, sse, wait_for)", lambda n, f: "stream_events" in n),
