@@ -143,7 +143,8 @@ class DirectOpenAI:
     def _post(self, call: DirectCall) -> Any:
         if self._session is None or self._session.closed:
             # No connection limit here: the engine's own (OPENTRACY_MAX_CONCURRENT_UPSTREAM) applies.
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+            # trust_env: HTTP(S)_PROXY / NO_PROXY and .netrc are honoured, as litellm's httpx client does.
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=True)
         return self._session.post(call.url, data=json.dumps(call.body), headers=dict(call.headers),
                                   timeout=call.timeout)
 
