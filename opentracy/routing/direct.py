@@ -18,10 +18,11 @@ and an API key. Anything else returns ``None`` from :meth:`DirectOpenAI.prepare`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Iterator, Mapping
 
 import aiohttp
 import litellm
@@ -149,24 +150,26 @@ class DirectOpenAI:
                                   timeout=call.timeout)
 
 
-async def _entered(call: DirectCall, context: Any) -> aiohttp.ClientResponse:
+@contextlib.contextmanager
+def _transport_errors(call: DirectCall) -> Iterator[None]:
+    """aiohttp's failures as the litellm exceptions the failover table knows."""
     try:
-        return await context.__aenter__()
-    except aiohttp.ServerTimeoutError as exc:
+        yield
+    except aiohttp.ServerTimeoutError as exc:  # connect or read timeout
         raise litellm.Timeout(f"OpenAIException - {exc}", model=call.model, llm_provider="openai") from exc
-    except aiohttp.ClientError as exc:
+    except aiohttp.ClientError as exc:  # refused, reset, broken payload
         raise litellm.APIConnectionError(f"OpenAIException - {type(exc).__name__}: {exc}", llm_provider="openai",
                                          model=call.model) from exc
+
+
+async def _entered(call: DirectCall, context: Any) -> aiohttp.ClientResponse:
+    with _transport_errors(call):
+        return await context.__aenter__()
 
 
 async def _read(call: DirectCall, response: aiohttp.ClientResponse) -> str:
-    try:
+    with _transport_errors(call):
         return (await response.read()).decode("utf-8", errors="replace")
-    except aiohttp.ServerTimeoutError as exc:
-        raise litellm.Timeout(f"OpenAIException - {exc}", model=call.model, llm_provider="openai") from exc
-    except aiohttp.ClientError as exc:
-        raise litellm.APIConnectionError(f"OpenAIException - {type(exc).__name__}: {exc}", llm_provider="openai",
-                                         model=call.model) from exc
 
 
 async def _chunks(call: DirectCall, context: Any, response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
@@ -174,13 +177,8 @@ async def _chunks(call: DirectCall, context: Any, response: aiohttp.ClientRespon
     try:
         data_lines: list[bytes] = []
         while True:
-            try:
+            with _transport_errors(call):
                 line = await response.content.readline()
-            except aiohttp.ServerTimeoutError as exc:
-                raise litellm.Timeout(f"OpenAIException - {exc}", model=call.model, llm_provider="openai") from exc
-            except aiohttp.ClientError as exc:
-                raise litellm.APIConnectionError(f"OpenAIException - {type(exc).__name__}: {exc}",
-                                                 llm_provider="openai", model=call.model) from exc
             if not line:
                 if data_lines:
                     raise litellm.APIConnectionError("OpenAIException - the stream ended inside an event",
