@@ -98,6 +98,9 @@ class TraceWriter:
         self._submit_lock = threading.Lock()  # closed-check + put are one step: nothing slips in after close
         self._closed = False
         self._stopping = threading.Event()
+        # The writer sleeps for flush_interval, not until the next record: waking it per record made it
+        # take the GIL from the event loop on every request (measured: ~+1 ms CPU per request).
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="opentracy-trace-writer", daemon=True)
         self._thread.start()
 
@@ -114,6 +117,8 @@ class TraceWriter:
             except queue.Full:
                 self._drop("queue_full", 1)
                 return False
+        if self._queue.qsize() >= self._batch_size:
+            self._wake.set()  # a full batch is waiting; otherwise the writer sleeps out its interval
         self._count("queued", 1)
         return True
 
@@ -126,6 +131,7 @@ class TraceWriter:
         marker = threading.Event()
         try:
             self._queue.put(marker, timeout=timeout)
+            self._wake.set()
         except queue.Full:
             return False
         return marker.wait(timeout)
@@ -139,6 +145,7 @@ class TraceWriter:
         with self._submit_lock:
             self._closed = True
         self._stopping.set()
+        self._wake.set()
         try:
             self._queue.put_nowait(threading.Event())  # wake the thread if it waits for records
         except queue.Full:
@@ -224,12 +231,15 @@ class TraceWriter:
             self._retry_at = time.monotonic() + self._retry_max
 
     def _collect(self, wait: bool) -> tuple[list[TraceRecord], list[threading.Event]]:
+        """Up to one batch from the queue, after sleeping out the flush interval if ``wait`` and no full
+        batch is queued (``submit`` at a full batch, ``flush`` and ``close`` cut the sleep short)."""
+        if wait and self._queue.qsize() < self._batch_size:
+            self._wake.wait(self._flush_interval)
+        self._wake.clear()
         records: list[TraceRecord] = []
-        deadline = time.monotonic() + self._flush_interval
         while len(records) < self._batch_size:
-            remaining = deadline - time.monotonic() if wait else 0.0
             try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if isinstance(item, threading.Event):
