@@ -509,6 +509,8 @@ class Bench:
         deadline = time.monotonic() + timeout
         while True:
             m = self.metrics()
+            if "ot_notrace" in self.urls_ot:  # the same polling load on (c), so CPU per request stays comparable
+                http_get(f"{self.urls_ot['ot_notrace']}/metrics", timeout=5)
             queued = m.get("opentracy_traces_queued_total", 0)
             done = m.get("opentracy_traces_written_total", 0) + m.get("opentracy_traces_spooled_total", 0)
             dropped = sum(v for k, v in m.items() if k.startswith("opentracy_traces_dropped_total"))
