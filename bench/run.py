@@ -331,6 +331,7 @@ class Bench:
         self.procs: dict[str, Proc] = {}
         self.startup: dict[str, list[float]] = {t: [] for t in SERVERS}
         self.idle_rate: dict[str, float] = {}
+        self.idle_after: dict[str, dict[str, float]] = {}  # per scenario, measured right after it
         self.trace_ids: list[str] = []
         self.results: dict[str, dict[str, Samples]] = {}
         self.notes: list[str] = []
@@ -545,18 +546,29 @@ class Bench:
         self.drain()
         time.sleep(0.2)  # litellm's logging worker finishes its last callbacks
         window = time.monotonic() - window0
+        used = {t: cpu_seconds(pids[t]) - cpu0[t] for t in servers}
+        # The background rate after load (chDB merging what was just written) can differ from the one
+        # before it; the time a server was not loaded is charged at the mean of the two.
+        after = self.idle_rates(self.args.idle_seconds / 3, windows=1)
+        self.idle_after[scenario.name] = after
         for t in servers:
-            used = cpu_seconds(pids[t]) - cpu0[t]
-            idle = self.idle_rate.get(t, 0.0) * max(0.0, window - results[t].busy)
-            results[t].server_cpu = max(0.0, used - idle)
+            rate = (self.idle_rate.get(t, 0.0) + after.get(t, 0.0)) / 2
+            results[t].server_cpu = max(0.0, used[t] - rate * max(0.0, window - results[t].busy))
         self.results[scenario.name] = results
         line = "  ".join(f"{SHORT[t]} p50 {percentile(results[t].lat, 50):.2f}ms" for t in self.targets)
         self.log(f"  {line}")
 
-    def measure_idle(self, seconds: float, windows: int = 3) -> None:
-        """Each server's CPU rate while nobody loads it (chDB's background threads wake up every few
-        hundred ms): the mean of a few windows; /proc counts in 10 ms ticks, so each window must be
-        seconds long to see a few ms/s. Shown as its own row; subtracted from a scenario's CPU for the
+    def measure_idle(self, seconds: float) -> None:
+        """Each server's CPU rate while nobody loads it, before any scenario (see :meth:`idle_rates`)."""
+        self.idle_rate = self.idle_rates(seconds)
+        for t, rate in self.idle_rate.items():
+            if rate > 0.02:
+                self.log(f"{LABELS[t]} uses {100 * rate:.0f}% of a core while idle")
+
+    def idle_rates(self, seconds: float, windows: int = 3) -> dict[str, float]:
+        """CPU seconds per second of each server while nobody loads it (chDB's background threads wake
+        up every few hundred ms): the mean of a few windows; /proc counts in 10 ms ticks, so the windows
+        must be seconds long to see a few ms/s. Shown as rows; subtracted from a scenario's CPU for the
         time a server was not being loaded (it is not a per-request cost)."""
         servers = [t for t in SERVERS if t in self.targets]
         pids = {t: tree(self.procs[t].pid) for t in servers}
@@ -568,10 +580,7 @@ class Bench:
             elapsed = time.monotonic() - t0
             for t in servers:
                 rates[t].append(max(0.0, (cpu_seconds(pids[t]) - before[t]) / elapsed))
-        for t in servers:
-            self.idle_rate[t] = sum(rates[t]) / len(rates[t])
-            if self.idle_rate[t] > 0.02:
-                self.log(f"{LABELS[t]} uses {100 * self.idle_rate[t]:.0f}% of a core while idle")
+        return {t: sum(rates[t]) / len(rates[t]) for t in servers}
 
     # -- the trace check --------------------------------------------------------------------------
 
@@ -643,6 +652,7 @@ class Bench:
                           for t, v in self.startup.items() if v},
             "peak_rss_mb": {t: round(v, 1) for t, v in rss.items()},
             "idle_cpu_rate": self.idle_rate,
+            "idle_cpu_rate_after": self.idle_after,
             "traces": traces,
             "emulator": getattr(self, "emulator_stats", {}),
         }
@@ -808,6 +818,11 @@ def table(report: dict[str, Any]) -> str:
     add("start-up s (median)", {t: v["median"] for t, v in report["startup_s"].items()})
     add("peak RSS MiB", report["peak_rss_mb"], 0)
     add("idle CPU ms/s (before load)", {t: 1000 * v for t, v in report["idle_cpu_rate"].items()}, 1)
+    after = report.get("idle_cpu_rate_after") or {}
+    if after:
+        add("idle CPU ms/s (after each scenario, mean)",
+            {t: 1000 * sum(s.get(t, 0.0) for s in after.values()) / len(after) for t in report["targets"]
+             if any(t in s for s in after.values())}, 1)
     widths = [max(len(r[i]) for r in rows + [head] if r) for i in range(len(head))]
     sep = "  "
 

@@ -94,6 +94,7 @@ class EngineOptions:
     passthrough: bool = True  # serve litellm model strings that the config does not name
     max_concurrent_shadows: int = 16
     direct: bool = True  # OpenAI-format upstreams without litellm's per-call work (routing/direct.py)
+    trace_flush_seconds: float = 5.0  # the trace writer's batch interval (a chDB insert costs ~10 ms CPU)
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +363,8 @@ def _parse_engine_options(section: Mapping[str, Any], path: Path | None, env: Ma
         max_concurrent_shadows=_non_negative_int(pick("OPENTRACY_MAX_CONCURRENT_SHADOWS", "max_concurrent_shadows", 16),
                                                  "OPENTRACY_MAX_CONCURRENT_SHADOWS"),
         direct=_bool(pick("OPENTRACY_DIRECT", "direct", True), "OPENTRACY_DIRECT"),
+        trace_flush_seconds=_positive_float(pick("OPENTRACY_TRACE_FLUSH_SECONDS", "trace_flush_seconds", 5),
+                                            "OPENTRACY_TRACE_FLUSH_SECONDS"),
     )
 
 

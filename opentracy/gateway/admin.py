@@ -30,11 +30,15 @@ def _authorize_admin(request: Request) -> None:
         raise
 
 
-def _store(request: Request) -> Any:
+async def _store(request: Request) -> Any:
+    """The trace store, after writing out what is queued: a read sees every request answered before it
+    (the writer otherwise batches for OPENTRACY_TRACE_FLUSH_SECONDS)."""
     _authorize_admin(request)
-    store = getattr(request.app.state.tracer, "store", None)
+    tracer = request.app.state.tracer
+    store = getattr(tracer, "store", None)
     if store is None:
         raise APIError(404, "Tracing is off on this engine (OPENTRACY_TRACING=false).", code="tracing_disabled")
+    await run_in_threadpool(tracer.writer.flush, 5.0)
     return store
 
 
@@ -42,7 +46,7 @@ def _store(request: Request) -> Any:
 async def list_traces(request: Request, last: int = Query(20, ge=0, le=10_000), alias: str | None = None,
                       model: str | None = None, status: str | None = None,
                       since: str | None = None) -> dict[str, Any]:
-    store = _store(request)
+    store = await _store(request)
     try:
         window = parse_since(since) if since else None
     except ValueError as exc:
@@ -53,7 +57,7 @@ async def list_traces(request: Request, last: int = Query(20, ge=0, le=10_000), 
 
 @router.get("/traces/{trace_id}", responses=error_responses(400, 401, 403, 404))
 async def show_trace(request: Request, trace_id: str) -> dict[str, Any]:
-    store = _store(request)
+    store = await _store(request)
     try:
         row = await run_in_threadpool(store.get_trace, trace_id)
     except AmbiguousTraceIdError as exc:
@@ -79,7 +83,7 @@ async def reload(request: Request) -> dict[str, Any]:
 
 @router.get("/stats", responses=error_responses(400, 401, 403, 404))
 async def stats(request: Request, by: str = "alias", since: str | None = None) -> dict[str, Any]:
-    store = _store(request)
+    store = await _store(request)
     try:
         rows = await run_in_threadpool(analytics.stats, store, by, parse_since(since) if since else None)
     except ValueError as exc:
@@ -89,7 +93,7 @@ async def stats(request: Request, by: str = "alias", since: str | None = None) -
 
 @router.get("/compare", responses=error_responses(400, 401, 403, 404))
 async def compare(request: Request, alias: str, since: str | None = None) -> dict[str, Any]:
-    store = _store(request)
+    store = await _store(request)
     try:
         rows = await run_in_threadpool(analytics.compare, store, alias, parse_since(since) if since else None)
     except ValueError as exc:
@@ -104,7 +108,7 @@ async def compare(request: Request, alias: str, since: str | None = None) -> dic
 async def export_traces(request: Request, alias: str | None = None, model: str | None = None,
                         status: str | None = None, since: str | None = None) -> StreamingResponse:
     """Full trace rows as JSON lines, oldest first (``opentracy export`` turns them into examples)."""
-    store = _store(request)
+    store = await _store(request)
     try:
         window = parse_since(since) if since else None
     except ValueError as exc:
