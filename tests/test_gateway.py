@@ -9,16 +9,7 @@ import openai
 import pytest
 
 from tests.emulator import Emulator, Fault
-from tests.support import FAKE_KEYS, EngineProcess
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
+from tests.support import FAKE_KEYS, WEATHER_TOOL, EngineProcess
 
 
 @pytest.fixture

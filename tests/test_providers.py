@@ -27,7 +27,7 @@ import pytest
 
 from tests.emulator import Emulator, Fault
 from tests.emulator import bedrock_format, gemini_format, perplexity_format
-from tests.support import EngineProcess
+from tests.support import WEATHER_TOOL, EngineProcess
 
 
 @dataclass(frozen=True)
@@ -72,15 +72,6 @@ FAKE_ENV = {p.key_env: f"fake-{p.name}-key-MARKER" for p in PROVIDERS if p.key_e
 }
 
 SYSTEM = "be nice"
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-
 
 def fallback_for(p: Provider) -> Provider:
     return BY_NAME["anthropic"] if p.name == "openai" else BY_NAME["openai"]

@@ -19,6 +19,7 @@ and an API key. Anything else returns ``None`` from :meth:`DirectOpenAI.prepare`
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -59,6 +60,9 @@ class DirectOpenAI:
 
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
+        # Per model, not per request: litellm's config for it and the parameters it passes through.
+        # Bounded: with passthrough on, clients name models.
+        self._model_rules = functools.lru_cache(maxsize=512)(_model_rules)
 
     async def prepare(self, params: Mapping[str, Any], *, provider: str, stream: bool, timeout: float,
                       connect_timeout: float) -> DirectCall | None:
@@ -67,10 +71,10 @@ class DirectOpenAI:
         if provider != "openai":
             return None
         model = str(params["model"]).removeprefix("openai/")
-        config = ProviderConfigManager.get_provider_chat_config(model, LlmProviders.OPENAI)
-        if type(config) not in (OpenAIGPTConfig, OpenAIUnknownModelConfig):
+        rules = self._model_rules(model)
+        if rules is None:
             return None  # o-series, GPT-5, audio: litellm maps their parameters
-        supported = set(config.get_supported_openai_params(model))
+        config, supported = rules
         # None is "not given" to litellm, as it is here.
         request = {k: v for k, v in params.items() if k not in CALL_KEYS and k != "messages" and v is not None}
         if any(k not in supported and k not in NOT_SENT for k in request):
@@ -160,6 +164,13 @@ def _transport_errors(call: DirectCall) -> Iterator[None]:
     except aiohttp.ClientError as exc:  # refused, reset, broken payload
         raise litellm.APIConnectionError(f"OpenAIException - {type(exc).__name__}: {exc}", llm_provider="openai",
                                          model=call.model) from exc
+
+
+def _model_rules(model: str) -> tuple[OpenAIGPTConfig, frozenset[str]] | None:
+    config = ProviderConfigManager.get_provider_chat_config(model, LlmProviders.OPENAI)
+    if type(config) not in (OpenAIGPTConfig, OpenAIUnknownModelConfig):
+        return None
+    return config, frozenset(config.get_supported_openai_params(model))
 
 
 async def _entered(call: DirectCall, context: Any) -> aiohttp.ClientResponse:
