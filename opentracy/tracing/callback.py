@@ -15,11 +15,10 @@ from typing import Any, Callable, Mapping
 from litellm.integrations.custom_logger import CustomLogger
 
 from opentracy import __version__
-from opentracy.tracing.record import TraceRecord
+from opentracy.tracing.record import PARAMS_NOT_RECORDED, TraceRecord
 
 log = logging.getLogger("opentracy.tracing")
 
-PARAMS_NOT_RECORDED = {"tools", "stream", "stream_options", "metadata", "user", "max_retries", "num_retries"}
 
 Sink = Callable[[TraceRecord], None]
 

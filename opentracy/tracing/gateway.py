@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 from opentracy import __version__
 from opentracy.config import Settings
 from opentracy.store import TraceStore
-from opentracy.tracing.callback import PARAMS_NOT_RECORDED
 from opentracy.tracing.policy import TracePolicy
-from opentracy.tracing.record import TraceRecord
+from opentracy.tracing.record import PARAMS_NOT_RECORDED, TraceRecord
 from opentracy.tracing.tracer import Tracer
 from opentracy.tracing.writer import TraceWriter
 

@@ -32,6 +32,8 @@ from types import MappingProxyType
 from typing import Any, Callable
 
 DEFAULT_MAX_TEXT_BYTES = 1024 * 1024
+# Request fields kept out of ``request_params``: stored in their own columns, or not request settings.
+PARAMS_NOT_RECORDED = frozenset({"tools", "stream", "stream_options", "metadata", "user", "max_retries", "num_retries"})
 """Cap per text/JSON field. One trace row stays a few MB at worst; content beyond is truncated."""
 
 LABEL_MAX_BYTES = 1024
