@@ -186,6 +186,52 @@ def test_fallback_after_a_failed_direct_call(engines: dict[str, EngineProcess], 
     assert routing["attempts"][0]["http_status"] == 429
 
 
+@pytest.mark.parametrize("path", ["direct", "litellm"])
+def test_proxy_from_the_environment_is_used(emu: Emulator, tmp_path_factory: pytest.TempPathFactory,
+                                            path: str) -> None:
+    """HTTP_PROXY carries the call on both paths, as litellm's httpx client does; NO_PROXY exempts hosts.
+
+    The emulator doubles as the forward proxy (it answers absolute-form requests). A model on a host that
+    does not resolve works only through it; a model on the emulator's own address works, with a dead
+    proxy configured, only if NO_PROXY exempts that address.
+    """
+    root = tmp_path_factory.mktemp(f"proxy-{path}")
+    base = emu.base("openai")
+    unresolvable = base.replace("127.0.0.1", "upstream.opentracy.invalid")
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump({"model_list": [
+        {"model_name": "behind-proxy", "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": unresolvable,
+                                                          "api_key": "k-1"}},
+    ]}))
+    env = {"HTTP_PROXY": emu.url, "http_proxy": emu.url, "NO_PROXY": "", "no_proxy": ""}
+    if path == "litellm":
+        env["OPENTRACY_DIRECT"] = "false"
+    engine = EngineProcess(config=config, data_dir=root / "proxied", env=env).start()
+    try:
+        before = len(emu.requests)
+        response = httpx.post(f"{engine.base_url}/chat/completions", timeout=30, json={
+            "model": "behind-proxy", "messages": [{"role": "user", "content": "hi"}]})
+        assert response.status_code == 200, response.text
+        assert emu.requests[before:][-1].headers["host"].startswith("upstream.opentracy.invalid")
+    finally:
+        engine.stop()
+    if path == "litellm":
+        return
+    config.write_text(yaml.safe_dump({"model_list": [
+        {"model_name": "exempt", "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": base,
+                                                    "api_key": "k-1"}},
+    ]}))
+    dead_proxy = "http://127.0.0.1:9"
+    engine = EngineProcess(config=config, data_dir=root / "exempt", env={
+        "HTTP_PROXY": dead_proxy, "http_proxy": dead_proxy, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}).start()
+    try:
+        response = httpx.post(f"{engine.base_url}/chat/completions", timeout=30, json={
+            "model": "exempt", "messages": [{"role": "user", "content": "hi"}]})
+        assert response.status_code == 200, response.text
+    finally:
+        engine.stop()
+
+
 def _comparable(data: dict[str, Any], litellm_extras: bool = False) -> dict[str, Any]:
     """The answer without what differs between any two calls (ids, times, latencies), and optionally
     without the nulls and usage details only litellm adds."""
