@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import pytest
 
 from opentracy.store import AmbiguousTraceIdError, StoreError, TraceStore, parse_store_url
 from opentracy.store.migrations import MIGRATIONS, SchemaDriftError, apply_migrations
-from opentracy.tracing.record import COLUMN_NAMES, TraceRecord
+from opentracy.tracing.record import COLUMN_NAMES, DEFAULT_MAX_TEXT_BYTES, TraceRecord
 from tests.conftest import empty_store_fixture
 
 REPO = Path(__file__).resolve().parents[1]
@@ -320,6 +321,49 @@ def test_odd_records_are_stored_with_their_fixes_listed(store: TraceStore) -> No
     clean = TraceRecord(alias="fine", messages=[{"role": "user", "content": "ok"}])
     assert clean.sanitize().encoding_errors == []
     assert clean.sanitize().messages == clean.messages
+
+
+def test_to_row_is_what_each_columns_encoder_gives() -> None:
+    """to_row's quick checks (common values skip the encoders) never change a stored value or a fix."""
+    from opentracy.tracing.record import COLUMNS, ENCODING_ERRORS
+
+    def by_encoders(record: TraceRecord, limit: int) -> list:
+        row, problems = [], []
+        for column in COLUMNS[:-1]:
+            value, found = column.encode(getattr(record, column.name), limit)
+            row.append(value)
+            problems += [f"{column.name}: {p}" for p in found][:5] + (
+                [f"{column.name}: and {len(found) - 5} more"] if len(found) > 5 else [])
+        return row + [ENCODING_ERRORS.encode(record.encoding_errors, limit)[0] + problems]
+
+    when = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+    values = {
+        "text": ["", "plain", "x" * 1024, "x" * 1025, "é", "\ud800", None, b"raw", 7],
+        "label": ["", "gpt-4o", "ok", "error", "weird", "y" * 1024, "y" * 1025, "ü", None, 3],
+        "id": ["", "abc", "z" * 1025, None, "ü"],
+        "json": [[], {}, [{"role": "user", "content": "hi"}], {"k": "é"}, [float("nan")], ["x" * 2000], None, (1, 2),
+                 {"set": {1}}],
+        "float": [0.0, 1.5, float("inf"), float("nan"), 3, True, None, "2.5"],
+        "nullable_float": [None, 2.0, float("nan"), 4],
+        "uint": [0, 5, -1, 2**40, 1.0, True, None, "12"],
+        "bool": [True, False, None, 0, 1, 2, "yes"],
+        "time": [when, when.replace(tzinfo=None), datetime(1800, 1, 1, tzinfo=timezone.utc), 1.7e9, "noon", None],
+    }
+    rng = random.Random(7)
+    for _ in range(300):
+        record = TraceRecord(encoding_errors=rng.choice([[], ["earlier fix"]]))
+        for column in COLUMNS[:-1]:
+            setattr(record, column.name, rng.choice(values[column.kind]))
+        for limit in (1024, DEFAULT_MAX_TEXT_BYTES):
+            expected, actual = by_encoders(record, limit), record.to_row(limit)
+            for column, want, got in zip(COLUMNS, expected, actual):
+                if column.kind == "time" and got != want:  # "stored the write time": now, twice
+                    assert abs(got - want) < timedelta(seconds=5) and abs(got - ago()) < timedelta(seconds=5)
+                    continue
+                if column.kind == "id" and not getattr(record, column.name):
+                    assert len(got) == 32  # a fresh id, twice
+                    continue
+                assert got == want or (want != want and got != got), (column.name, getattr(record, column.name))
 
 
 def test_max_text_bytes_is_configurable(chdb_path: Path) -> None:

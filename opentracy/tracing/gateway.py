@@ -11,12 +11,14 @@ fallbacks, rejections or abandoned streams. The litellm callback is for litellm 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
-from datetime import datetime
+import time
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
 from opentracy import __version__
 from opentracy.config import Settings
@@ -62,17 +64,43 @@ class GatewayTracer(Tracer):
         self.policy = _policy(settings)  # the store itself (URL, TTL) changes only with a restart
         self._aliases = frozenset(settings.aliases)
 
-    def submit(self, record: TraceRecord) -> None:
-        self.writer.submit(self.policy.apply(record))
-
     def _scrub_text(self, text: str) -> str:
         return self.policy.scrub_text(text)
 
     # -- hooks called by the routes -----------------------------------------------------------
+    # Each notes the time and queues a builder: the record is built (and redacted) on the writer
+    # thread, in batches, not on the event loop. What the builders read is not changed after the hook
+    # (the answer was sent, the stream ended, the payload is never mutated).
 
     def answered(self, ctx: "RequestContext", outcome: "RouteOutcome", payload: Mapping[str, Any],
                  answer: Mapping[str, Any]) -> None:
-        record = self._base(ctx, status="ok", error=None)
+        self._later(self._answered, ctx, outcome, payload, answer)
+
+    def auth_failed(self, ctx: "RequestContext", error: "APIError") -> None:
+        with self._lock:
+            self._auth_failures += 1
+        self._later(self._auth_failed, ctx, error)
+
+    def rejected(self, ctx: "RequestContext", error: "APIError", payload: Mapping[str, Any] | None) -> None:
+        self._later(self._rejected, ctx, error, payload, ctx.requested_model in self._aliases)
+
+    def failed(self, ctx: "RequestContext", outcome: "RouteOutcome", payload: Mapping[str, Any],
+               error: "APIError") -> None:
+        self._later(self._failed, ctx, outcome, payload, error)
+
+    def stream_ended(self, ctx: "RequestContext", outcome: "RouteOutcome", payload: Mapping[str, Any],
+                     result: "StreamResult") -> None:
+        self._later(self._stream_ended, ctx, outcome, payload, result)
+
+    def _later(self, build: Callable[..., TraceRecord], ctx: "RequestContext", *args: Any) -> None:
+        ended = _Ended(time.time(), ctx.latency_ms())
+        self.writer.submit(functools.partial(build, ctx, ended, *args))
+
+    # -- builders (writer thread) ---------------------------------------------------------------
+
+    def _answered(self, ctx: "RequestContext", ended: "_Ended", outcome: "RouteOutcome",
+                  payload: Mapping[str, Any], answer: Mapping[str, Any]) -> TraceRecord:
+        record = self._base(ctx, ended, status="ok", error=None)
         _add_request(record, payload)
         _add_routing(record, outcome)
         record.latency_ms = float(answer.get("_latency_ms") or record.latency_ms)
@@ -85,33 +113,32 @@ class GatewayTracer(Tracer):
             record.response = content if isinstance(content, str) else ""
             record.tool_calls = message.get("tool_calls") or []
             record.finish_reason = str(choices[0].get("finish_reason") or "")
-        self.submit(record)
+        return self.policy.apply(record)
 
-    def auth_failed(self, ctx: "RequestContext", error: "APIError") -> None:
-        with self._lock:
-            self._auth_failures += 1
+    def _auth_failed(self, ctx: "RequestContext", ended: "_Ended", error: "APIError") -> TraceRecord:
         # No content: an unauthenticated caller does not get to write prompts into the store.
-        record = self._base(ctx, status="error", error=error)
+        record = self._base(ctx, ended, status="error", error=error)
         record.content_stored = False
-        self.writer.submit(record)
+        return record
 
-    def rejected(self, ctx: "RequestContext", error: "APIError", payload: Mapping[str, Any] | None) -> None:
-        record = self._base(ctx, status="error", error=error)
+    def _rejected(self, ctx: "RequestContext", ended: "_Ended", error: "APIError",
+                  payload: Mapping[str, Any] | None, names_alias: bool) -> TraceRecord:
+        record = self._base(ctx, ended, status="error", error=error)
         _add_request(record, payload)
-        if ctx.requested_model in self._aliases:  # rejected before routing, but still this alias's traffic
+        if names_alias:  # rejected before routing, but still this alias's traffic
             record.alias = ctx.requested_model
-        self.submit(record)
+        return self.policy.apply(record)
 
-    def failed(self, ctx: "RequestContext", outcome: "RouteOutcome", payload: Mapping[str, Any],
-               error: "APIError") -> None:
-        record = self._base(ctx, status="error", error=error)
+    def _failed(self, ctx: "RequestContext", ended: "_Ended", outcome: "RouteOutcome",
+                payload: Mapping[str, Any], error: "APIError") -> TraceRecord:
+        record = self._base(ctx, ended, status="error", error=error)
         _add_request(record, payload)
         _add_routing(record, outcome)
-        self.submit(record)
+        return self.policy.apply(record)
 
-    def stream_ended(self, ctx: "RequestContext", outcome: "RouteOutcome", payload: Mapping[str, Any],
-                     result: "StreamResult") -> None:
-        record = self._base(ctx, status=result.status, error=None)
+    def _stream_ended(self, ctx: "RequestContext", ended: "_Ended", outcome: "RouteOutcome",
+                      payload: Mapping[str, Any], result: "StreamResult") -> TraceRecord:
+        record = self._base(ctx, ended, status=result.status, error=None)
         if result.status == "error":
             record.error_type, record.error_message, record.http_status = "stream_error", result.error or "", 502
         elif result.status == "cancelled":
@@ -126,7 +153,7 @@ class GatewayTracer(Tracer):
         if result.latency_ms is not None:
             record.latency_ms = result.latency_ms
         _add_usage(record, result.usage)
-        self.submit(record)
+        return self.policy.apply(record)
 
     # -- operations -------------------------------------------------------------------------------
 
@@ -151,18 +178,18 @@ class GatewayTracer(Tracer):
         self.writer.close()
         self.store.close()
 
-    def _base(self, ctx: "RequestContext", *, status: str, error: "APIError | None") -> TraceRecord:
+    def _base(self, ctx: "RequestContext", ended: "_Ended", *, status: str, error: "APIError | None") -> TraceRecord:
         return TraceRecord(
             trace_id=ctx.trace_id,
-            start_time=datetime.fromtimestamp(ctx.start_time).astimezone(),
-            end_time=datetime.now().astimezone(),
+            start_time=datetime.fromtimestamp(ctx.start_time, timezone.utc),
+            end_time=datetime.fromtimestamp(ended.time, timezone.utc),
             requested_model=ctx.requested_model,
             status=status,
             error_type=error.code or error.type if error else "",
             error_message=error.message if error else "",
             http_status=error.status if error else 200,
             stream=ctx.stream,
-            latency_ms=ctx.latency_ms(),
+            latency_ms=ended.latency_ms,
             api_key_name=ctx.key_name or "",
             user=ctx.user or "",
             metadata=dict(ctx.client_metadata or {}),
@@ -170,6 +197,13 @@ class GatewayTracer(Tracer):
             source="gateway",
             version=__version__,
         )
+
+
+class _Ended(NamedTuple):
+    """When the request path finished with a request: the builder runs later, on the writer thread."""
+
+    time: float  # epoch seconds
+    latency_ms: float
 
 
 def _policy(settings: Settings) -> TracePolicy:

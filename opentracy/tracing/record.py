@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import operator
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -132,15 +133,41 @@ class TraceRecord:
     encoding_errors: list[str] = _column("Array(String)", "text_list", factory=list)
 
     def to_row(self, max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES) -> list[Any]:
-        """Values in column order, each one encodable. Never raises; fixes go to encoding_errors."""
-        row: list[Any] = []
-        problems: list[str] = []
-        for column in COLUMNS[:-1]:
+        """Values in column order, each one encodable. Never raises; fixes go to encoding_errors.
+
+        Values of the expected type and size pass a quick check per column kind; only the others go
+        through their column's encoder (the trace writer encodes every record: ~2x faster so).
+        """
+        row = list(_FIELD_VALUES(self))
+        label_limit = min(max_text_bytes, LABEL_MAX_BYTES)
+        odd = [i for i in _TEXT_AT if not (type(row[i]) is str and row[i].isascii() and len(row[i]) <= max_text_bytes)]
+        odd += [i for i in _LABEL_AT if not (type(row[i]) is str and row[i].isascii() and len(row[i]) <= label_limit
+                                             and (not COLUMNS[i].choices or row[i] in COLUMNS[i].choices))]
+        odd += [i for i in _FLOAT_AT if not (type(row[i]) is float and math.isfinite(row[i]))]
+        odd += [i for i in _UINT_AT if not (type(row[i]) is int and 0 <= row[i] <= _UINT_MAX[COLUMNS[i].clickhouse_type])]
+        odd += [i for i in _OTHER_AT if not _FAST_OK[COLUMNS[i].kind](row[i])]
+        for i in _JSON_AT:
+            value = row[i]
+            if not value and type(value) in (list, dict):
+                row[i] = "[]" if type(value) is list else "{}"
+                continue
             try:
-                value, found = column.encoder(column, getattr(self, column.name, None), max_text_bytes)
+                text = _JSON.encode(value)
+            except (TypeError, ValueError, RecursionError):
+                odd.append(i)
+                continue
+            if text.isascii() and len(text) <= max_text_bytes:
+                row[i] = text
+            else:
+                odd.append(i)
+        problems: list[str] = []
+        for i in sorted(odd):
+            column = COLUMNS[i]
+            value = getattr(self, column.name, None)
+            try:
+                row[i], found = column.encoder(column, value, max_text_bytes)
             except Exception as exc:  # a bug in an encoder must not cost the trace
-                value, found = column.default_value(), [f"encoder failed: {type(exc).__name__}"]
-            row.append(value)
+                row[i], found = column.default_value(), [f"encoder failed: {type(exc).__name__}"]
             if found:
                 problems.extend(f"{column.name}: {p}" for p in _capped(list(found)))
         previous, _ = ENCODING_ERRORS.encode(self.encoding_errors, max_text_bytes)
@@ -490,3 +517,18 @@ COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 COLUMNS_BY_NAME: Mapping[str, Column] = MappingProxyType({c.name: c for c in COLUMNS})
 ENCODING_ERRORS = COLUMNS[-1]
 assert ENCODING_ERRORS.name == "encoding_errors"
+
+# to_row's quick checks: the columns (but encoding_errors) by kind, and the value getter.
+_FIELD_VALUES = operator.attrgetter(*COLUMN_NAMES[:-1])
+_KINDS_AT = {kind: tuple(i for i, c in enumerate(COLUMNS[:-1]) if c.kind in kinds) for kind, kinds in (
+    ("text", ("text",)), ("label", ("label",)), ("json", ("json",)), ("float", ("float",)),
+    ("uint", ("uint",)), ("other", ("id", "nullable_float", "bool", "time")))}
+_TEXT_AT, _LABEL_AT, _JSON_AT = _KINDS_AT["text"], _KINDS_AT["label"], _KINDS_AT["json"]
+_FLOAT_AT, _UINT_AT, _OTHER_AT = _KINDS_AT["float"], _KINDS_AT["uint"], _KINDS_AT["other"]
+_FAST_OK: Mapping[str, Callable[[Any], bool]] = MappingProxyType({
+    "id": lambda v: type(v) is str and v.isascii() and 0 < len(v) <= LABEL_MAX_BYTES,
+    "nullable_float": lambda v: v is None or (type(v) is float and math.isfinite(v)),
+    "bool": lambda v: type(v) is bool,
+    "time": lambda v: type(v) is datetime and v.tzinfo is timezone.utc and _MIN_TIME <= v <= _MAX_TIME,
+})
+assert sum(len(at) for at in _KINDS_AT.values()) == len(COLUMNS) - 1, "a column kind without a quick check"

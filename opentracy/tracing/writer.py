@@ -50,6 +50,7 @@ from opentracy.tracing.record import DEFAULT_MAX_TEXT_BYTES, TraceRecord, row_fr
 log = logging.getLogger(__name__)
 
 DROP_REASONS = ("queue_full", "spool_full", "closed", "unencodable", "spool_corrupt", "internal_error")
+Pending = TraceRecord | Callable[[], TraceRecord]  # a record, or its builder (run on the writer thread)
 _WARN_EVERY = 10.0  # seconds between repeated warnings of one kind
 _REPLAY_SLICE = 0.5  # seconds of replay before the queue is looked at again
 
@@ -82,7 +83,7 @@ class TraceWriter:
         self._retry_min, self._retry_max = retry_min, retry_max
         self._poison_after = poison_after
         self._max_text_bytes = getattr(store, "max_text_bytes", DEFAULT_MAX_TEXT_BYTES)
-        self._queue: queue.Queue[TraceRecord | threading.Event] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[Pending | threading.Event] = queue.Queue(maxsize=queue_size)
 
         self._counts_lock = threading.Lock()
         self._counts = dict.fromkeys(("queued", "written", "spooled", "replayed", "rejected", "sanitized"), 0)
@@ -106,8 +107,12 @@ class TraceWriter:
 
     # -- request path ---------------------------------------------------------------------------
 
-    def submit(self, record: TraceRecord) -> bool:
-        """Queue a record for writing; never blocks. False if it was dropped (counted and logged)."""
+    def submit(self, record: Pending) -> bool:
+        """Queue a record for writing; never blocks. False if it was dropped (counted and logged).
+
+        ``record`` may be a builder called on the writer thread: what it costs is then paid in batches,
+        off the caller's thread (the gateway's event loop).
+        """
         with self._submit_lock:
             if self._closed:
                 self._drop("closed", 1)
@@ -230,13 +235,13 @@ class TraceWriter:
             log.exception("trace writer: unexpected error while replaying the spool (will retry)")
             self._retry_at = time.monotonic() + self._retry_max
 
-    def _collect(self, wait: bool) -> tuple[list[TraceRecord], list[threading.Event]]:
+    def _collect(self, wait: bool) -> tuple[list[Pending], list[threading.Event]]:
         """Up to one batch from the queue, after sleeping out the flush interval if ``wait`` and no full
         batch is queued (``submit`` at a full batch, ``flush`` and ``close`` cut the sleep short)."""
         if wait and self._queue.qsize() < self._batch_size:
             self._wake.wait(self._flush_interval)
         self._wake.clear()
-        records: list[TraceRecord] = []
+        records: list[Pending] = []
         while len(records) < self._batch_size:
             try:
                 item = self._queue.get_nowait()
@@ -247,14 +252,15 @@ class TraceWriter:
             records.append(item)
         return records, []
 
-    def _deliver(self, records: list[TraceRecord]) -> None:
+    def _deliver(self, records: list[Pending]) -> None:
         rows = []
-        for record in records:
+        for pending in records:
             try:
+                record = pending if isinstance(pending, TraceRecord) else pending()
                 row = record.to_row(self._max_text_bytes)
                 rows.append(_scrubbed(row, self._scrub) if self._scrub is not None else row)
-            except Exception:  # to_row() is built not to raise; if it ever does, say so loudly
-                log.exception("trace writer: record could not be encoded")
+            except Exception:  # builders and to_row() are built not to raise; if one does, say so loudly
+                log.exception("trace writer: record could not be built or encoded")
                 self._drop("unencodable", 1)
         if not rows:
             return
@@ -359,7 +365,16 @@ class TraceWriter:
 
 
 def _scrubbed(row: list[Any], scrub: Callable[[str], str]) -> list[Any]:
-    """The encoded row with ``scrub`` applied to each text (JSON columns are text here too)."""
+    """The encoded row with ``scrub`` applied to each text (JSON columns are text here too).
+
+    Most rows hold no secret: one pass of ``scrub`` over all the row's texts joined says so, instead
+    of one call per text (a secret in any text is in the joined one too).
+    """
+    texts = [value for value in row if type(value) is str]
+    texts += [item for value in row if type(value) is list for item in value if type(item) is str]
+    joined = "\x00".join(texts)
+    if scrub(joined) == joined:
+        return row
     return [scrub(value) if type(value) is str else
             [scrub(item) if type(item) is str else item for item in value] if type(value) is list else value
             for value in row]
