@@ -29,9 +29,10 @@ disk speed while the store is down, so a full queue means the disk cannot keep u
 from the caller would not save those records, only slow the gateway.
 
 Throughput (measured here by ``tests/test_writer.py::test_throughput``: chDB, 2 vCPU, 4 threads
-submitting small chat records): ~11,500 records/s end to end into chDB; ``submit()`` ~4 us per call.
-The ceiling is encoding (``TraceRecord.to_row``, ~30 us/row in Python), not ClickHouse (a 1000-row
-insert is ~13 ms); past it the queue fills and the excess is dropped and counted.
+submitting small chat records): ~21,000 records/s end to end into chDB (~11,500 before to_row's quick
+checks); ``submit()`` 4-8 us per call. The ceiling is encoding (``TraceRecord.to_row``, ~15 us/row in
+Python), not ClickHouse (a 1500-row insert is ~25 ms); past it the queue fills and the excess is
+dropped and counted.
 """
 
 from __future__ import annotations
