@@ -33,9 +33,10 @@ from types import MappingProxyType
 from typing import Any, Callable
 
 DEFAULT_MAX_TEXT_BYTES = 1024 * 1024
+"""Cap per text/JSON field. One trace row stays a few MB at worst; content beyond is truncated."""
+
 # Request fields kept out of ``request_params``: stored in their own columns, or not request settings.
 PARAMS_NOT_RECORDED = frozenset({"tools", "stream", "stream_options", "metadata", "user", "max_retries", "num_retries"})
-"""Cap per text/JSON field. One trace row stays a few MB at worst; content beyond is truncated."""
 
 LABEL_MAX_BYTES = 1024
 """Cap for LowCardinality labels (model, alias, ...): a longer value is a bug upstream, not a label."""
@@ -139,31 +140,11 @@ class TraceRecord:
         through their column's encoder (the trace writer encodes every record: ~2x faster so).
         """
         row = list(_FIELD_VALUES(self))
-        label_limit = min(max_text_bytes, LABEL_MAX_BYTES)
-        odd = [i for i in _TEXT_AT if not (type(row[i]) is str and row[i].isascii() and len(row[i]) <= max_text_bytes)]
-        odd += [i for i in _LABEL_AT if not (type(row[i]) is str and row[i].isascii() and len(row[i]) <= label_limit
-                                             and (not COLUMNS[i].choices or row[i] in COLUMNS[i].choices))]
-        odd += [i for i in _FLOAT_AT if not (type(row[i]) is float and math.isfinite(row[i]))]
-        odd += [i for i in _UINT_AT if not (type(row[i]) is int and 0 <= row[i] <= _UINT_MAX[COLUMNS[i].clickhouse_type])]
-        odd += [i for i in _OTHER_AT if not _FAST_OK[COLUMNS[i].kind](row[i])]
-        for i in _JSON_AT:
-            value = row[i]
-            if not value and type(value) in (list, dict):
-                row[i] = "[]" if type(value) is list else "{}"
-                continue
-            try:
-                text = _JSON.encode(value)
-            except (TypeError, ValueError, RecursionError):
-                odd.append(i)
-                continue
-            if text.isascii() and len(text) <= max_text_bytes:
-                row[i] = text
-            else:
-                odd.append(i)
         problems: list[str] = []
-        for i in sorted(odd):
-            column = COLUMNS[i]
-            value = getattr(self, column.name, None)
+        for i, (column, quick_ok) in enumerate(_QUICK_CHECKS):
+            value = row[i]
+            if quick_ok(column, value, max_text_bytes):
+                continue
             try:
                 row[i], found = column.encoder(column, value, max_text_bytes)
             except Exception as exc:  # a bug in an encoder must not cost the trace
@@ -348,6 +329,8 @@ _JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", "
 
 
 def _encode_json(column: Column, value: Any, limit: int) -> tuple[str, Sequence[str]]:
+    if type(value) in (list, dict) and not value:
+        return ("[]" if type(value) is list else "{}"), _OK
     problems: list[str] = []
     try:
         text = _JSON.encode(value)
@@ -518,17 +501,19 @@ COLUMNS_BY_NAME: Mapping[str, Column] = MappingProxyType({c.name: c for c in COL
 ENCODING_ERRORS = COLUMNS[-1]
 assert ENCODING_ERRORS.name == "encoding_errors"
 
-# to_row's quick checks: the columns (but encoding_errors) by kind, and the value getter.
+# to_row's quick checks, by column kind: True when the value is stored as it is (no encoder needed).
+# JSON always goes through its encoder (which has its own quick path): the text is the stored value.
 _FIELD_VALUES = operator.attrgetter(*COLUMN_NAMES[:-1])
-_KINDS_AT = {kind: tuple(i for i, c in enumerate(COLUMNS[:-1]) if c.kind in kinds) for kind, kinds in (
-    ("text", ("text",)), ("label", ("label",)), ("json", ("json",)), ("float", ("float",)),
-    ("uint", ("uint",)), ("other", ("id", "nullable_float", "bool", "time")))}
-_TEXT_AT, _LABEL_AT, _JSON_AT = _KINDS_AT["text"], _KINDS_AT["label"], _KINDS_AT["json"]
-_FLOAT_AT, _UINT_AT, _OTHER_AT = _KINDS_AT["float"], _KINDS_AT["uint"], _KINDS_AT["other"]
-_FAST_OK: Mapping[str, Callable[[Any], bool]] = MappingProxyType({
-    "id": lambda v: type(v) is str and v.isascii() and 0 < len(v) <= LABEL_MAX_BYTES,
-    "nullable_float": lambda v: v is None or (type(v) is float and math.isfinite(v)),
-    "bool": lambda v: type(v) is bool,
-    "time": lambda v: type(v) is datetime and v.tzinfo is timezone.utc and _MIN_TIME <= v <= _MAX_TIME,
+_QUICK_OK: Mapping[str, Callable[[Column, Any, int], bool]] = MappingProxyType({
+    "text": lambda c, v, limit: type(v) is str and v.isascii() and len(v) <= limit,
+    "label": lambda c, v, limit: (type(v) is str and v.isascii() and len(v) <= min(limit, LABEL_MAX_BYTES)
+                                  and (not c.choices or v in c.choices)),
+    "id": lambda c, v, limit: type(v) is str and v.isascii() and 0 < len(v) <= LABEL_MAX_BYTES,
+    "json": lambda c, v, limit: False,
+    "float": lambda c, v, limit: type(v) is float and math.isfinite(v),
+    "nullable_float": lambda c, v, limit: v is None or (type(v) is float and math.isfinite(v)),
+    "uint": lambda c, v, limit: type(v) is int and 0 <= v <= _UINT_MAX[c.clickhouse_type],
+    "bool": lambda c, v, limit: type(v) is bool,
+    "time": lambda c, v, limit: type(v) is datetime and v.tzinfo is timezone.utc and _MIN_TIME <= v <= _MAX_TIME,
 })
-assert sum(len(at) for at in _KINDS_AT.values()) == len(COLUMNS) - 1, "a column kind without a quick check"
+_QUICK_CHECKS = tuple((c, _QUICK_OK[c.kind]) for c in COLUMNS[:-1])

@@ -30,7 +30,7 @@ from the caller would not save those records, only slow the gateway.
 
 Throughput (measured here by ``tests/test_writer.py::test_throughput``: chDB, 2 vCPU, 4 threads
 submitting small chat records): ~21,000 records/s end to end into chDB (~11,500 before to_row's quick
-checks); ``submit()`` 4-8 us per call. The ceiling is encoding (``TraceRecord.to_row``, ~15 us/row in
+checks); ``submit()`` 4-8 us per call. The ceiling is encoding (``TraceRecord.to_row``, ~20 us/row in
 Python), not ClickHouse (a 1500-row insert is ~25 ms); past it the queue fills and the excess is
 dropped and counted.
 """
