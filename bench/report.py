@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+THREAD_KINDS = ("event loop", "Python threads", "native threads")  # OpenTracy's CPU by thread, bench/run.py
 SHORT = {"direct": "direct", "ot_trace": "OT trace", "ot_notrace": "OT notrace", "proxy": "proxy", "sdk": "sdk"}
 
 
@@ -108,6 +109,9 @@ def table(report: dict[str, Any]) -> str:
                     {t: entry[t].get(f"{metric}_added_p{q}_ms") for t in entry if t != "direct"})
         add(f"{name} req/s", {t: entry[t].get("throughput_rps") for t in entry}, 0)
         add(f"{name} server CPU ms/req", {t: entry[t].get("server_cpu_ms_per_req") for t in entry})
+        kinds = {t: entry[t].get("server_threads_cpu_ms_per_req") or {} for t in entry}
+        for kind in sorted({k for v in kinds.values() for k in v}, key=THREAD_KINDS.index):
+            add(f"  of it: {kind}", {t: v.get(kind) for t, v in kinds.items() if v}, ratios=False)
         add(f"{name} client CPU ms/req", {t: entry[t].get("client_cpu_ms_per_req") for t in entry}, ratios=False)
         rows.append([])
     add("start-up s (median)", {t: v["median"] for t, v in report["startup_s"].items()})

@@ -47,7 +47,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from report import SHORT, plot, summary, table, verdicts
+from report import SHORT, THREAD_KINDS, plot, summary, table, verdicts
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -82,8 +82,8 @@ SERVERS = ("ot_trace", "ot_notrace", "proxy", "sdk")  # targets with a process o
 # /proc: CPU and memory of a process and its children, without psutil
 
 
-def _stat_fields(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat") as f:
+def _stat_fields(pid: int | str, task: str = "") -> list[str]:
+    with open(f"/proc/{pid}{task}/stat") as f:
         text = f.read()
     return text[text.rindex(")") + 2:].split()  # fields from "state" on (field 3 of proc(5))
 
@@ -119,6 +119,29 @@ def cpu_seconds(pids: list[int]) -> float:
         except (OSError, IndexError, ValueError):
             pass
     return total / CLK_TCK
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of a server's live threads by kind: the main thread (the event loop), other Python
+    threads (OpenTracy's trace writer, executor threads) and native threads (chDB's pools, libuv).
+    Where tracing's CPU goes. Threads that already exited are missing (the process total has them)."""
+    kinds = dict.fromkeys(THREAD_KINDS, 0.0)
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            python = f.read().strip()  # CPython does not name its threads: they keep the process's name
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return kinds
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            fields = _stat_fields(pid, f"/task/{tid}")
+        except (OSError, IndexError):
+            continue
+        kind = "event loop" if int(tid) == pid else "Python threads" if name == python else "native threads"
+        kinds[kind] += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return kinds
 
 
 def peak_rss_mb(pids: list[int]) -> float:
@@ -301,6 +324,7 @@ class Samples:
     upstream_cpu: float = 0.0
     busy: float = 0.0  # seconds this target was being loaded inside the scenario's window
     server_cpu: float | None = None
+    server_threads_cpu: dict[str, float] = field(default_factory=dict)  # OpenTracy only: by THREAD_KINDS
     round_p50: list[float] = field(default_factory=list)
     round_ttft_p50: list[float] = field(default_factory=list)
 
@@ -326,6 +350,7 @@ class Bench:
         self.procs: dict[str, Proc] = {}
         self.startup: dict[str, list[float]] = {t: [] for t in SERVERS}
         self.idle_rate: dict[str, float] = {}
+        self.idle_thread_rate: dict[str, dict[str, float]] = {}
         self.idle_after: dict[str, dict[str, float]] = {}  # per scenario, measured right after it
         self.trace_ids: list[str] = []
         self.results: dict[str, dict[str, Samples]] = {}
@@ -538,6 +563,7 @@ class Bench:
         servers = [t for t in SERVERS if t in targets]
         pids = {t: tree(self.procs[t].pid) for t in servers}
         cpu0 = {t: cpu_seconds(pids[t]) for t in servers}
+        threads0 = {t: thread_cpu(self.procs[t].pid) for t in servers if t.startswith("ot_")}
         window0 = time.monotonic()
         sent = 0
         for r in range(rounds):
@@ -550,20 +576,31 @@ class Bench:
         time.sleep(0.2)  # litellm's logging worker finishes its last callbacks
         window = time.monotonic() - window0
         used = {t: cpu_seconds(pids[t]) - cpu0[t] for t in servers}
+        threads = {t: {k: v - threads0[t][k] for k, v in thread_cpu(self.procs[t].pid).items()} for t in threads0}
         # The background rate after load (chDB merging what was just written) can differ from the one
         # before it; the time a server was not loaded is charged at the mean of the two.
         after = self.idle_rates(self.args.idle_seconds / 3, windows=1)
         self.idle_after[scenario.name] = after
         for t in servers:
             rate = (self.idle_rate.get(t, 0.0) + after.get(t, 0.0)) / 2
-            results[t].server_cpu = max(0.0, used[t] - rate * max(0.0, window - results[t].busy))
+            idle = max(0.0, window - results[t].busy)
+            results[t].server_cpu = max(0.0, used[t] - rate * idle)
+            if t in threads:  # idle time charged per kind at the rate measured before the run
+                rates = self.idle_thread_rate.get(t, {})
+                results[t].server_threads_cpu = {k: max(0.0, v - rates.get(k, 0.0) * idle)
+                                                 for k, v in threads[t].items()}
         into[scenario.name] = results
         line = "  ".join(f"{SHORT[t]} p50 {percentile(results[t].lat, 50):.2f}ms" for t in targets)
         self.log(f"  {line}")
 
     def measure_idle(self, seconds: float) -> None:
         """Each server's CPU rate while nobody loads it, before any scenario (see :meth:`idle_rates`)."""
+        kinds0 = {t: thread_cpu(self.procs[t].pid) for t in SERVERS if t in self.targets and t.startswith("ot_")}
+        t0 = time.monotonic()
         self.idle_rate = self.idle_rates(seconds)
+        elapsed = time.monotonic() - t0
+        self.idle_thread_rate = {t: {k: max(0.0, v - kinds0[t][k]) / elapsed
+                                     for k, v in thread_cpu(self.procs[t].pid).items()} for t in kinds0}
         for t, rate in self.idle_rate.items():
             if rate > 0.02:
                 self.log(f"{LABELS[t]} uses {100 * rate:.0f}% of a core while idle")
@@ -707,6 +744,9 @@ class Bench:
                                          "client_cpu_ms_per_req": (smp.client_cpu / smp.ok * 1000.0
                                                                    if smp.ok and t != "sdk" else None),
                                          "upstream_cpu_ms_per_req": smp.upstream_cpu / smp.ok * 1000.0 if smp.ok else None}
+                if smp.server_threads_cpu and smp.ok:
+                    stats["server_threads_cpu_ms_per_req"] = {k: v / smp.ok * 1000.0
+                                                              for k, v in smp.server_threads_cpu.items()}
                 metrics = [("total", smp.lat, direct.lat if direct else [])]
                 if s.stream:
                     metrics.insert(0, ("ttft", smp.ttft, direct.ttft if direct else []))
