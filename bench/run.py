@@ -82,8 +82,8 @@ SERVERS = ("ot_trace", "ot_notrace", "proxy", "sdk")  # targets with a process o
 # /proc: CPU and memory of a process and its children, without psutil
 
 
-def _stat_fields(pid: int | str, task: str = "") -> list[str]:
-    with open(f"/proc/{pid}{task}/stat") as f:
+def _stat_fields(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
         text = f.read()
     return text[text.rindex(")") + 2:].split()  # fields from "state" on (field 3 of proc(5))
 
@@ -121,6 +121,30 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
+def _task_cpu(pid: int, tid: str) -> float:
+    """CPU seconds of one thread to the nanosecond (schedstat: time on CPU), not in 10 ms ticks."""
+    with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+        return int(f.read().split()[0]) / 1e9
+
+
+def live_cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds of the processes' live threads, exact. For idle rates: a few ms/s, which
+    :func:`cpu_seconds` reads in 10 ms ticks (a 3 s window can only say 0, 3.3, 6.7 ms/s, and that
+    error is then charged over every idle second of a scenario). Threads that exited are missing."""
+    total = 0.0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                total += _task_cpu(pid, tid)
+            except (OSError, IndexError, ValueError):
+                pass
+    return total
+
+
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds of a server's live threads by kind: the main thread (the event loop), other Python
     threads (OpenTracy's trace writer, executor threads) and native threads (chDB's pools, libuv).
@@ -136,11 +160,11 @@ def thread_cpu(pid: int) -> dict[str, float]:
         try:
             with open(f"/proc/{pid}/task/{tid}/comm") as f:
                 name = f.read().strip()
-            fields = _stat_fields(pid, f"/task/{tid}")
-        except (OSError, IndexError):
+            seconds = _task_cpu(pid, tid)
+        except (OSError, IndexError, ValueError):
             continue
         kind = "event loop" if int(tid) == pid else "Python threads" if name == python else "native threads"
-        kinds[kind] += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        kinds[kind] += seconds
     return kinds
 
 
@@ -607,19 +631,19 @@ class Bench:
 
     def idle_rates(self, seconds: float, windows: int = 3) -> dict[str, float]:
         """CPU seconds per second of each server while nobody loads it (chDB's background threads wake
-        up every few hundred ms): the mean of a few windows; /proc counts in 10 ms ticks, so the windows
-        must be seconds long to see a few ms/s. Shown as rows; subtracted from a scenario's CPU for the
-        time a server was not being loaded (it is not a per-request cost)."""
+        up every few hundred ms): the mean of a few windows, exact (:func:`live_cpu_seconds`). Shown as
+        rows; subtracted from a scenario's CPU for the time a server was not being loaded (it is not a
+        per-request cost)."""
         servers = [t for t in SERVERS if t in self.targets]
         pids = {t: tree(self.procs[t].pid) for t in servers}
         rates: dict[str, list[float]] = {t: [] for t in servers}
         for _ in range(windows):
-            before = {t: cpu_seconds(pids[t]) for t in servers}
+            before = {t: live_cpu_seconds(pids[t]) for t in servers}
             t0 = time.monotonic()
             time.sleep(seconds / windows)
             elapsed = time.monotonic() - t0
             for t in servers:
-                rates[t].append(max(0.0, (cpu_seconds(pids[t]) - before[t]) / elapsed))
+                rates[t].append(max(0.0, (live_cpu_seconds(pids[t]) - before[t]) / elapsed))
         return {t: sum(rates[t]) / len(rates[t]) for t in servers}
 
     # -- the trace check --------------------------------------------------------------------------
