@@ -39,7 +39,7 @@ from typing import Any, Mapping
 from opentracy.tracing.policy import TracePolicy
 from opentracy.tracing.record import TraceRecord
 
-log = logging.getLogger("opentracy.tracing.proxy")
+log = logging.getLogger("opentracy.tracing.proxy")  # proxy.py logs here too: one logger to configure in a proxy
 
 MAX_BUFFERED = 10_000  # records held while the store opens
 SHUTDOWN_FLUSH_TIMEOUT = 10.0
