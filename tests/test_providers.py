@@ -103,7 +103,7 @@ COHERE_USAGE = litellm_bug((
     "litellm reports Cohere usage.tokens (input includes Cohere's prompt template) instead of "
     "usage.billed_units, so prompt_tokens and cost are inflated (llms/cohere/chat/v2_transformation.py:247-249)"))
 PERPLEXITY_COST = litellm_bug((
-    "the engine prices tokens only (extras.cost_usd: litellm.cost_per_token without usage_object) and drops "
+    "the engine prices tokens only (pricing.cost_usd: litellm.cost_per_token without usage_object) and drops "
     "Perplexity's reported usage.cost.total_cost (request fee), which litellm's own response_cost honours"))
 SAMBANOVA_RETRIES = litellm_bug((
     "litellm drops max_retries=0 for SambaNova (SambanovaConfig.get_supported_openai_params lacks 'max_retries', "

@@ -9,11 +9,9 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
-import litellm
-
-from opentracy.routing.aliases import PRICE_KEYS, Target
+from opentracy.gateway.pricing import cost_usd
 from opentracy.routing.router import RouteOutcome
 
 LITELLM_ONLY_KEYS = ("provider_specific_fields",)
@@ -64,27 +62,6 @@ def answer(ctx: RequestContext, outcome: RouteOutcome) -> dict[str, Any]:
     data.update({"_cost": cost_usd(outcome.target, data.get("usage")), "_latency_ms": round(ctx.latency_ms(), 3),
                  "_routing": routing_info(ctx, outcome)})
     return data
-
-
-def cost_usd(target: Target, usage: Mapping[str, Any] | None) -> float:
-    """USD for ``usage`` at ``target``'s price: config prices first, then litellm's price map."""
-    if not usage:
-        return 0.0
-    custom = {k: float(target.params[k]) for k in PRICE_KEYS[:2] if k in target.params}
-    try:
-        prompt, completion = litellm.cost_per_token(
-            model=target.model,
-            custom_llm_provider=target.provider,
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            custom_cost_per_token=custom or None,  # type: ignore[arg-type]
-            # The whole usage block, as litellm's own response_cost does: a provider's own bill (Perplexity's
-            # usage.cost.total_cost with its request fee), cached and reasoning tokens.
-            usage_object=None if custom else litellm.Usage(**usage),
-        )
-    except Exception:  # a model missing from the price map costs "unknown", reported as 0
-        return 0.0
-    return float(prompt + completion)
 
 
 def clean(obj: Any, provider: str | None = None) -> dict[str, Any]:

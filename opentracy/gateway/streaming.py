@@ -15,7 +15,8 @@ from typing import Any, AsyncIterator, Callable
 
 import litellm
 
-from opentracy.gateway.extras import RequestContext, clean, cost_usd, routing_info
+from opentracy.gateway.extras import RequestContext, clean, routing_info
+from opentracy.gateway.pricing import cost_usd
 from opentracy.routing.failover import classify
 from opentracy.routing.router import RouteOutcome
 
