@@ -39,7 +39,7 @@ def cost_usd(target: Target, usage: Mapping[str, Any] | None) -> float:
     if not custom and _is_plain(usage):
         prices = _linear_prices(target.model, target.provider)
         if prices is not None:
-            return int(usage.get("prompt_tokens") or 0) * prices[0] + int(usage.get("completion_tokens") or 0) * prices[1]
+            return usage.get("prompt_tokens", 0) * prices[0] + usage.get("completion_tokens", 0) * prices[1]
     try:
         prompt, completion = litellm.cost_per_token(
             model=target.model,
