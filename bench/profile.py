@@ -34,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import procstat  # noqa: E402
 import run as bench  # noqa: E402  (bench/run.py: processes, config, load generator protocol)
 
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
@@ -187,17 +188,9 @@ def analyse(stacks: list[tuple[list[tuple[str, str]], int]], top: int = 25) -> d
 
 
 def thread_cpu(pid: int) -> dict[str, tuple[float, float]]:
-    """Per thread of ``pid``: (name, CPU seconds) from /proc/<pid>/task/*/stat, and when sampled."""
-    found: dict[str, tuple[float, float]] = {}
-    for tid in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            text = (tid / "stat").read_text()
-        except OSError:
-            continue
-        name = text[text.index("(") + 1:text.rindex(")")]
-        fields = text[text.rindex(")") + 2:].split()
-        found[f"{tid.name}:{name}"] = ((int(fields[11]) + int(fields[12])) / bench.CLK_TCK, time.monotonic())
-    return found
+    """Per thread of ``pid``: CPU seconds (exact) and when sampled, keyed ``"<tid>:<name>"``."""
+    now = time.monotonic()
+    return {f"{tid}:{name}": (seconds, now) for (tid, name), seconds in procstat.threads(pid).items()}
 
 
 def thread_shares(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> list[tuple[str, float]]:
@@ -280,7 +273,7 @@ def main() -> int:
             n = int(rate * (2 * args.seconds + 6)) + c
             worker, cmd = b.command(target, scenario, n)
             assert worker.popen.stdin is not None
-            cpu0, wall0 = bench.cpu_seconds(bench.tree(server.pid)), time.monotonic()
+            cpu0, wall0 = procstat.cpu_seconds(procstat.tree(server.pid)), time.monotonic()
             worker.popen.stdin.write(json.dumps(cmd) + "\n")
             worker.popen.stdin.flush()
             time.sleep(2.0)
@@ -298,7 +291,7 @@ def main() -> int:
             subprocess.run([*common, *(["--gil"] if args.gil else []), "--format", "flamegraph", "--output", str(svg)], check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             result = worker.reply(900)
-            cpu = bench.cpu_seconds(bench.tree(server.pid)) - cpu0
+            cpu = procstat.cpu_seconds(procstat.tree(server.pid)) - cpu0
             wall = time.monotonic() - wall0
             b.trace_ids.extend(result.get("trace_ids", []))
             analysis = analyse(parse_collapsed(raw.read_text()))

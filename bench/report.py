@@ -10,7 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-THREAD_KINDS = ("event loop", "Python threads", "native threads")  # OpenTracy's CPU by thread, bench/run.py
+from procstat import THREAD_KINDS
+
 SHORT = {"direct": "direct", "ot_trace": "OT trace", "ot_notrace": "OT notrace", "proxy": "proxy", "sdk": "sdk"}
 
 

@@ -47,13 +47,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from report import SHORT, THREAD_KINDS, plot, summary, table, verdicts
+from procstat import cpu_seconds, live_cpu_seconds, peak_rss_mb, thread_cpu, tree
+from report import SHORT, plot, summary, table, verdicts
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
 RESULTS = BENCH / "results"
 MARK = "@@BENCH "
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 UPSTREAM_MODEL = "gpt-4o-mini"  # what the emulator sees: a real name, so litellm finds its price as in production
 MODEL = "bench"  # the model_list name clients ask the servers for
@@ -76,110 +76,6 @@ LABELS = {
     "sdk": "(e) litellm.acompletion",
 }
 SERVERS = ("ot_trace", "ot_notrace", "proxy", "sdk")  # targets with a process of their own to measure
-
-
-# --------------------------------------------------------------------------------------------------
-# /proc: CPU and memory of a process and its children, without psutil
-
-
-def _stat_fields(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat") as f:
-        text = f.read()
-    return text[text.rindex(")") + 2:].split()  # fields from "state" on (field 3 of proc(5))
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if int(_stat_fields(int(entry))[1]) == pid:
-                    found.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
-    return found
-
-
-def tree(pid: int) -> list[int]:
-    pids, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        pids.append(current)
-        todo.extend(_children(current))
-    return pids
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime (all threads) of the processes, in seconds."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = _stat_fields(pid)
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            pass
-    return total / CLK_TCK
-
-
-def _task_cpu(pid: int, tid: str) -> float:
-    """CPU seconds of one thread to the nanosecond (schedstat: time on CPU), not in 10 ms ticks."""
-    with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-        return int(f.read().split()[0]) / 1e9
-
-
-def live_cpu_seconds(pids: list[int]) -> float:
-    """CPU seconds of the processes' live threads, exact. For idle rates: a few ms/s, which
-    :func:`cpu_seconds` reads in 10 ms ticks (a 3 s window can only say 0, 3.3, 6.7 ms/s, and that
-    error is then charged over every idle second of a scenario). Threads that exited are missing."""
-    total = 0.0
-    for pid in pids:
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                total += _task_cpu(pid, tid)
-            except (OSError, IndexError, ValueError):
-                pass
-    return total
-
-
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds of a server's live threads by kind: the main thread (the event loop), other Python
-    threads (OpenTracy's trace writer, executor threads) and native threads (chDB's pools, libuv).
-    Where tracing's CPU goes. Threads that already exited are missing (the process total has them)."""
-    kinds = dict.fromkeys(THREAD_KINDS, 0.0)
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            python = f.read().strip()  # CPython does not name its threads: they keep the process's name
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return kinds
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                name = f.read().strip()
-            seconds = _task_cpu(pid, tid)
-        except (OSError, IndexError, ValueError):
-            continue
-        kind = "event loop" if int(tid) == pid else "Python threads" if name == python else "native threads"
-        kinds[kind] += seconds
-    return kinds
-
-
-def peak_rss_mb(pids: list[int]) -> float:
-    """VmHWM (peak resident set) summed over the processes, in MiB."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
 
 
 # --------------------------------------------------------------------------------------------------
