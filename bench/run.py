@@ -60,6 +60,7 @@ MODEL = "bench"  # the model_list name clients ask the servers for
 UPSTREAM_KEY = "sk-bench-upstream-key"
 ENGINE_KEY = "sk-bench-engine-key-0123456789abcdef"
 MASTER_KEY = "sk-bench-master-key-0123456789abcdef0123456789abcdef"
+ADMIN_KEY = "sk-bench-admin-key-0123456789abcdef"
 # A short chat: ~40 words of prompt; the emulator answers with ~40 words (~40 stream chunks).
 MESSAGES = [
     {"role": "system", "content": "You are a concise assistant. Answer in one short paragraph."},
@@ -335,6 +336,7 @@ class Bench:
         if target in ("ot_trace", "ot_notrace"):
             data_dir = self.work / name
             env.update({"OPENTRACY_DATA_DIR": str(data_dir), "OPENTRACY_API_KEYS": f"bench:{ENGINE_KEY}",
+                        "OPENTRACY_ADMIN_KEYS": f"bench-admin:{ADMIN_KEY}",
                         "OPENTRACY_TRACING": "true" if target == self.traced else "false"})
             env.update(dict(item.split("=", 1) for item in self.args.server_env))
             env.update(dict(item.split(":", 1)[1].split("=", 1) for item in self.args.env_for
@@ -448,11 +450,17 @@ class Bench:
         return values
 
     def drain(self, timeout: float = 30.0) -> dict[str, float]:
+        """Have (b) write out its open batch (a read through the admin API flushes first, as for any user)
+        and wait until every trace it owes is written."""
         if "ot_trace" in self.skip:
             return {}
         deadline = time.monotonic() + timeout
         untraced = "ot_notrace" if self.traced == "ot_trace" else "ot_trace"
         owed = len(self.trace_ids) if self.traced == "ot_trace" else 0  # trace ids are collected from (b) only
+        for target in (self.traced, untraced):  # the same request to both (the untraced one answers 404)
+            if target in self.urls_ot:
+                http_get(f"{self.urls_ot[target]}/admin/traces?last=0", timeout=10,
+                         headers={"authorization": f"Bearer {ADMIN_KEY}"})
         while True:
             m = self.metrics()
             if untraced in self.urls_ot:  # the same polling load on the other, so CPU per request stays comparable

@@ -94,7 +94,20 @@ class EngineOptions:
     passthrough: bool = True  # serve litellm model strings that the config does not name
     max_concurrent_shadows: int = 16
     direct: bool = True  # OpenAI-format upstreams without litellm's per-call work (routing/direct.py)
-    trace_flush_seconds: float = 5.0  # the trace writer's batch interval (a chDB insert costs ~10 ms CPU)
+    trace_flush_seconds: float | None = None  # the trace writer's batch interval; None: see trace_flush_interval
+
+    @property
+    def trace_flush_interval(self) -> float:
+        """Seconds the trace writer batches before one insert, unless ``batch_size`` rows come first.
+
+        Embedded store: 30 s. An insert into chDB costs ~25 ms of the engine's CPU whatever its size,
+        nobody reads the store but through the engine (whose reads flush first), and the writer's
+        journal keeps the open batch through a crash. A ClickHouse server: 5 s, so that dashboards
+        reading it directly are at most that far behind.
+        """
+        if self.trace_flush_seconds is not None:
+            return self.trace_flush_seconds
+        return 30.0 if self.clickhouse_url.startswith("chdb:") else 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +348,7 @@ def _parse_engine_options(section: Mapping[str, Any], path: Path | None, env: Ma
         data_dir = (Path.cwd() / data_dir).resolve()
     clickhouse_url = str(pick("OPENTRACY_CLICKHOUSE_URL", "clickhouse_url", f"chdb://{data_dir / 'chdb'}"))
     ttl = pick("OPENTRACY_TRACE_TTL_DAYS", "trace_ttl_days", None)
+    flush = pick("OPENTRACY_TRACE_FLUSH_SECONDS", "trace_flush_seconds", None)
     keys = [*_keys(pick("OPENTRACY_API_KEYS", "api_keys", ""), admin=False, where="OPENTRACY_API_KEYS"),
             *_keys(pick("OPENTRACY_ADMIN_KEYS", "admin_keys", ""), admin=True, where="OPENTRACY_ADMIN_KEYS")]
     return EngineOptions(
@@ -363,8 +377,7 @@ def _parse_engine_options(section: Mapping[str, Any], path: Path | None, env: Ma
         max_concurrent_shadows=_non_negative_int(pick("OPENTRACY_MAX_CONCURRENT_SHADOWS", "max_concurrent_shadows", 16),
                                                  "OPENTRACY_MAX_CONCURRENT_SHADOWS"),
         direct=_bool(pick("OPENTRACY_DIRECT", "direct", True), "OPENTRACY_DIRECT"),
-        trace_flush_seconds=_positive_float(pick("OPENTRACY_TRACE_FLUSH_SECONDS", "trace_flush_seconds", 5),
-                                            "OPENTRACY_TRACE_FLUSH_SECONDS"),
+        trace_flush_seconds=None if flush in (None, "") else _positive_float(flush, "OPENTRACY_TRACE_FLUSH_SECONDS"),
     )
 
 

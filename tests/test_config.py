@@ -115,6 +115,18 @@ def test_env_beats_file_for_engine_options(tmp_path: Path) -> None:
     assert {"sk-ci-1234567", "sk-bare-7654321"} <= settings.secrets
 
 
+def test_trace_flush_interval_depends_on_the_store_unless_set(tmp_path: Path) -> None:
+    path = write(tmp_path, "opentracy:\n  data_dir: /tmp/flush\n")
+    assert load_settings(path, {}).engine.trace_flush_interval == 30  # embedded: reads flush first
+    server = {"OPENTRACY_CLICKHOUSE_URL": "http://ch:8123/db"}
+    assert load_settings(path, server).engine.trace_flush_interval == 5  # others read the server directly
+    assert load_settings(path, {**server, "OPENTRACY_TRACE_FLUSH_SECONDS": "12"}).engine.trace_flush_interval == 12
+    file_set = write(tmp_path, "opentracy:\n  trace_flush_seconds: 2.5\n")
+    assert load_settings(file_set, {}).engine.trace_flush_interval == 2.5
+    with pytest.raises(ConfigError, match="OPENTRACY_TRACE_FLUSH_SECONDS"):
+        load_settings(path, {"OPENTRACY_TRACE_FLUSH_SECONDS": "0"})
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "opentracy.cli", *args], capture_output=True, text=True,
                           env=env, timeout=120)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import struct
 import subprocess
 import sys
 import textwrap
@@ -23,9 +24,10 @@ from typing import Any
 import pytest
 
 from opentracy.store import TraceStore
+from opentracy.store.journal import Journal
 from opentracy.store.spool import Spool, SpoolLockedError
 from opentracy.tracing import TraceRecord, TraceWriter
-from opentracy.tracing.record import COLUMN_NAMES, row_to_jsonable
+from opentracy.tracing.record import COLUMN_NAMES, row_from_jsonable, row_to_jsonable
 from tests.conftest import empty_store_fixture
 
 REPO = Path(__file__).resolve().parents[1]
@@ -191,6 +193,101 @@ def test_crash_between_insert_and_spool_delete_does_not_duplicate(store: TraceSt
 
     store.insert_rows(rows, dedup_token="another-token")  # control: the dedup is what prevented a copy
     assert stored(store) == (40, 20)
+
+
+def crash_while_batching(spool: Path, count: int) -> dict[str, str]:
+    """A subprocess whose writer encodes ``count`` records of a 60 s batch (the store is fine, never
+    asked yet), then dies without close(); returns their start times (ISO) by trace id."""
+    crashed = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import os, time
+        from opentracy.tracing import TraceRecord, TraceWriter
+
+        class Untouched:
+            max_text_bytes = 1 << 20
+            def insert_rows(self, rows, *, dedup_token=None):
+                raise AssertionError("the batch was not due")
+            def ping(self):
+                return True
+
+        writer = TraceWriter(Untouched(), {str(spool)!r}, flush_interval=60, batch_size=100_000)
+        records = [TraceRecord(alias="journal", response="é" * 3, metadata={{"seq": i}}) for i in range(3)]
+        records += [TraceRecord(alias="journal", metadata={{"seq": i}}) for i in range(3, {count})]
+        for record in records:
+            assert writer.submit(record)
+        deadline = time.monotonic() + 10
+        while writer.stats()["queue_depth"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # an encode tick after the queue emptied: the last rows are journaled
+        print(" ".join(f"{{r.trace_id}}={{r.start_time.isoformat()}}" for r in records), flush=True)
+        os._exit(9)  # killed: no close(), no insert
+    """)], capture_output=True, text=True, timeout=60, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert crashed.returncode == 9, crashed.stderr
+    return dict(item.split("=") for item in crashed.stdout.split())
+
+
+def test_batch_being_collected_survives_a_crash(store: TraceStore, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    ids = crash_while_batching(spool, 500)
+    assert len(set(ids)) == 500 and (spool / "journal").stat().st_size > 0
+    with open(spool / "journal", "ab") as torn:  # and it died half-way through journaling one more frame
+        torn.write(struct.pack("<III", 999, 1, 0) + b"\x00" * 10)
+
+    writer = fast_writer(store, spool)
+    wait_until(lambda: stored(store) == (500, 500))
+    assert writer.close()
+    rows = store._connected().query("SELECT trace_id, start_time, response FROM opentracy_traces").result_rows
+    assert {tid: start.isoformat() for tid, start, _ in rows} == ids  # to the microsecond
+    assert {response for _, _, response in rows} == {"é" * 3, ""}  # rows come back as they were encoded
+    stats = writer.stats()
+    assert stats["replayed"] == 500
+    assert stats["dropped_spool_corrupt"] == 1  # the torn row is counted, not silently skipped
+    assert not (spool / "journal").exists() and not list(spool.glob("*.jsonl"))
+
+
+def test_crash_after_the_insert_before_the_journal_cleared_does_not_duplicate(store: TraceStore,
+                                                                               tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    ids = crash_while_batching(spool, 40)
+    left = Journal(spool, COLUMN_NAMES, ["start_time", "end_time"]).recover()
+    assert left is not None and len(left.rows) == 40 and left.lost_rows == 0
+    # The insert of that batch had landed; the crash came before the journal was cleared.
+    store.insert_rows([row_from_jsonable(row) for row in left.rows], dedup_token=left.batch_id)
+
+    writer = fast_writer(store, spool)
+    wait_until(lambda: writer.stats()["replayed"] == 40)
+    assert writer.close()
+    assert stored(store) == (40, 40)  # ClickHouse dropped the replay: same batch id, same token
+    assert stored_ids(store) == set(ids)
+
+
+def test_journal_skips_and_counts_a_damaged_frame(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, COLUMN_NAMES, ["start_time", "end_time"])
+    frames = [[TraceRecord(alias=f"f{n}").to_row() for _ in range(rows)] for n, rows in enumerate((2, 3, 4))]
+    journal.begin("batch-7")
+    for frame in frames:
+        journal.append(frame)
+    data = bytearray((tmp_path / "journal").read_bytes())
+    second = data.index(b"f1")  # a byte of the second frame's payload goes bad
+    data[second] = ord("X")
+    (tmp_path / "journal").write_bytes(bytes(data))
+
+    left = Journal(tmp_path, COLUMN_NAMES, ["start_time", "end_time"]).recover()
+    assert left is not None and left.batch_id == "batch-7"
+    assert [row["alias"] for row in left.rows] == ["f0"] * 2 + ["f2"] * 4
+    assert left.lost_rows == 3
+    assert left.rows[0]["start_time"] == frames[0][0][1].isoformat()
+
+
+def test_a_clean_close_leaves_no_journal(store: TraceStore, tmp_path: Path) -> None:
+    writer = TraceWriter(store, tmp_path / "spool", flush_interval=60)
+    for _ in range(20):
+        writer.submit(TraceRecord(alias="clean"))
+    wait_until(lambda: (tmp_path / "spool" / "journal").exists() and writer.stats()["queue_depth"] == 0)
+    assert writer.close()
+    assert not (tmp_path / "spool" / "journal").exists()
+    assert stored(store) == (20, 20)
+    writer = fast_writer(store, tmp_path / "spool")  # and the next start finds nothing to replay
+    assert writer.close() and writer.stats()["replayed"] == 0 and stored(store) == (20, 20)
 
 
 # -- limits: counted, never silent -----------------------------------------------------------------

@@ -46,7 +46,7 @@ class GatewayTracer(Tracer):
         self.policy = _policy(settings)
         # The writer removes secrets from each encoded row, with the policy current then (reloads swap it).
         self.writer = TraceWriter(store, Path(options.data_dir) / "spool", spool_max_bytes=options.spool_max_bytes,
-                                  flush_interval=options.trace_flush_seconds, scrub=self._scrub_text)
+                                  flush_interval=options.trace_flush_interval, scrub=self._scrub_text)
         self._aliases = frozenset(settings.aliases)
         self._auth_failures = 0
         self._lock = threading.Lock()

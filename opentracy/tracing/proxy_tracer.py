@@ -126,7 +126,7 @@ class ProxyTracer:
             store = TraceStore(options.clickhouse_url, ttl_days=options.trace_ttl_days, require_connection=False)
             try:
                 writer = TraceWriter(store, Path(options.data_dir) / "spool", spool_max_bytes=options.spool_max_bytes,
-                                     flush_interval=options.trace_flush_seconds, scrub=self._policy.scrub_text if self._policy else None)
+                                     flush_interval=options.trace_flush_interval, scrub=self._policy.scrub_text if self._policy else None)
             except BaseException:
                 store.close()
                 raise

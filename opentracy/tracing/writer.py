@@ -1,9 +1,10 @@
 """``TraceWriter``: gets trace records from the request path into the store, off the request path.
 
 ``submit()`` only puts the record (or a builder of it) on a bounded in-memory queue. One background
-thread wakes every ``encode_interval`` (0.1 s) to build and encode (sanitise) what came in, and
-inserts the encoded rows in one call per ``batch_size`` rows or ``flush_interval`` seconds, whichever
-comes first. If the store fails, the batch goes to the disk :class:`~opentracy.store.Spool`
+thread wakes every ``encode_interval`` (0.1 s) to build and encode (sanitise) what came in, appends
+the encoded rows to the disk :class:`~opentracy.store.journal.Journal` (so a crash does not lose the
+batch being collected), and inserts them in one call per ``batch_size`` rows or ``flush_interval``
+seconds, whichever comes first. If the store fails, the batch goes to the disk :class:`~opentracy.store.Spool`
 and is replayed, oldest first, when the store answers again (retries back off from ``retry_min`` to
 ``retry_max`` seconds). While anything is spooled, new batches are spooled behind it, so traces
 reach the store in submission order.
@@ -16,6 +17,10 @@ Guarantees and where they come from:
   work on chDB and to survive a restart). So the crash window between "insert succeeded" and "spool
   segment deleted" — and a client timeout after the server did commit — replay a batch ClickHouse
   then ignores. A segment is deleted only after all its batches were inserted.
+- *No loss in a crash.* What the writer has encoded is in the journal until it is inserted or spooled;
+  a process that dies (kill -9, OOM) leaves it there and the next writer on the directory spools it
+  first, under the same batch id. Lost in a crash: what was still in the queue, at most one encode
+  interval (0.1 s) of records.
 - *No silent loss.* A record is lost only when the queue is full (``dropped{reason="queue_full"}``),
   the spool is at ``spool_max_bytes`` while the store is down (``spool_full``), it is submitted after
   ``close()`` (``closed``), or a crash tore a spool line (``spool_corrupt``); each is counted and
@@ -46,8 +51,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from opentracy.store.journal import Journal
 from opentracy.store.spool import Spool, SpooledBatch
-from opentracy.tracing.record import DEFAULT_MAX_TEXT_BYTES, TraceRecord, row_from_jsonable, row_to_jsonable
+from opentracy.tracing.record import (
+    COLUMN_NAMES,
+    COLUMNS,
+    DEFAULT_MAX_TEXT_BYTES,
+    TraceRecord,
+    row_from_jsonable,
+    row_to_jsonable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +93,8 @@ class TraceWriter:
                  scrub: Callable[[str], str] | None = None) -> None:
         self._store = store
         self._scrub = scrub  # applied to every text of every encoded row before it is stored or spooled
-        self._spool = Spool(spool_dir, max_bytes=spool_max_bytes)
+        self._spool = Spool(spool_dir, max_bytes=spool_max_bytes)  # holds the directory's lock
+        self._journal = Journal(spool_dir, COLUMN_NAMES, [c.name for c in COLUMNS if c.kind == "time"])
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._encode_interval = min(encode_interval, flush_interval)
@@ -99,8 +113,11 @@ class TraceWriter:
         self._retry_at = 0.0  # monotonic time before which the store is not tried again
         self._store_up = True
         self._refusals = 0  # consecutive failures of the oldest spooled batch while the store pings fine
-        self._rows: list[list[Any]] = []  # encoded, waiting for their insert
+        self._rows: list[list[Any]] = []  # encoded, waiting for their insert (and in the journal)
         self._rows_since = 0.0  # monotonic time the oldest of them was encoded
+        self._batch_id = ""  # the open batch's id: its journal header and, later, its dedup token
+        self._journal_ok = True
+        self._recover_journal()
 
         self._submit_lock = threading.Lock()  # closed-check + put are one step: nothing slips in after close
         self._closed = False
@@ -169,6 +186,7 @@ class TraceWriter:
             log.error("trace writer: not finished after %.1fs; %d record(s) still queued (store hung?)",
                       timeout, self._queue.qsize())
             return False
+        self._journaled(self._journal.close)
         self._spool.close()
         return True
 
@@ -265,9 +283,15 @@ class TraceWriter:
         return records, []
 
     def _encode(self, records: list[Pending]) -> None:
-        """Build (if a builder), encode and scrub each record into the rows waiting for the insert."""
-        if records and not self._rows:
+        """Build (if a builder), encode and scrub each record into the rows waiting for the insert,
+        and append them to the journal."""
+        if not records:
+            return
+        opened = not self._rows
+        if opened:
             self._rows_since = time.monotonic()
+            self._batch_id = uuid.uuid4().hex
+        first = len(self._rows)
         for pending in records:
             try:
                 record = pending if isinstance(pending, TraceRecord) else pending()
@@ -276,20 +300,60 @@ class TraceWriter:
             except Exception:  # builders and to_row() are built not to raise; if one does, say so loudly
                 log.exception("trace writer: record could not be built or encoded")
                 self._drop("unencodable", 1)
+        if len(self._rows) > first:
+            self._journaled(self._journal_rows, opened, self._rows[first:])
+
+    def _journal_rows(self, opened: bool, rows: list[list[Any]]) -> None:
+        if opened:
+            self._journal.begin(self._batch_id)
+        self._journal.append(rows)
 
     def _deliver(self, rows: list[list[Any]]) -> None:
         self._count("sanitized", sum(1 for row in rows if row[-1]))
-        batch_id = uuid.uuid4().hex
-        if self._spool.is_empty and time.monotonic() >= self._retry_at:
-            try:
-                self._store.insert_rows(rows, dedup_token=batch_id)
-            except Exception as exc:
-                self._store_failed(exc)
-            else:
-                self._store_ok()
-                self._count("written", len(rows))
+        try:
+            if self._spool.is_empty and time.monotonic() >= self._retry_at:
+                try:
+                    self._store.insert_rows(rows, dedup_token=self._batch_id)
+                except Exception as exc:
+                    self._store_failed(exc)
+                else:
+                    self._store_ok()
+                    self._count("written", len(rows))
+                    return
+            self._to_spool(self._batch_id, rows)
+        finally:
+            self._journaled(self._journal.clear)  # in the store, in the spool, or counted as lost
+
+    def _recover_journal(self) -> None:
+        """Spool the batch a crashed writer left in the journal (before anything new is written)."""
+        try:
+            left = self._journal.recover()
+            if left is None:
                 return
-        self._to_spool(batch_id, rows)
+            if left.lost_rows:
+                self._drop("spool_corrupt", left.lost_rows)
+            if left.rows:
+                log.warning("trace writer: %d trace record(s) left in %s by a crash; spooling them for the store",
+                            len(left.rows), self._journal.path)
+                kept = self._spool.append(left.batch_id, left.rows)  # fsync'd: then the journal may go
+                if kept < len(left.rows):
+                    self._drop("spool_full", len(left.rows) - kept)
+            self._journal.clear()
+        except OSError as exc:  # the records stay in the journal file; nothing is overwritten by this run
+            log.error("trace writer: cannot recover the journal %s (%s); leaving it for the next start",
+                      self._journal.path, exc)
+            self._journal_ok = False
+
+    def _journaled(self, step: Callable[..., object], *args: Any) -> None:
+        """Run a journal write; a disk error costs crash safety, never the records (they are in memory)."""
+        if not self._journal_ok:
+            return
+        try:
+            step(*args)
+        except OSError as exc:
+            if self._due("journal"):
+                log.warning("trace writer: cannot write the journal %s (%s); records waiting for the next "
+                            "insert would be lost if the process crashed", self._journal.path, exc)
 
     def _to_spool(self, batch_id: str, rows: list[list[Any]]) -> None:
         try:
