@@ -260,20 +260,37 @@ def test_crash_after_the_insert_before_the_journal_cleared_does_not_duplicate(st
     assert stored_ids(store) == set(ids)
 
 
+def test_crash_after_spooling_before_the_journal_cleared_does_not_duplicate(store: TraceStore,
+                                                                           tmp_path: Path) -> None:
+    spool_dir = tmp_path / "spool"
+    rows = [TraceRecord(alias="both").to_row() for _ in range(30)]
+    spool = Spool(spool_dir)  # the store was down: the batch went to the spool (fsync'd) ...
+    spool.append("batch-9", [row_to_jsonable(row) for row in rows])
+    spool.close()
+    journal = Journal(spool_dir, COLUMN_NAMES, ["start_time", "end_time"])  # ... and the crash left the journal
+    journal.begin("batch-9")
+    journal.append(rows)
+
+    writer = fast_writer(store, spool_dir)
+    wait_until(lambda: writer.stats()["spool_bytes"] == 0)
+    assert writer.close()
+    assert stored(store) == (30, 30)  # not 60: both copies carry batch-9's dedup token
+
+
 def test_journal_skips_and_counts_a_damaged_frame(tmp_path: Path) -> None:
     journal = Journal(tmp_path, COLUMN_NAMES, ["start_time", "end_time"])
-    frames = [[TraceRecord(alias=f"f{n}").to_row() for _ in range(rows)] for n, rows in enumerate((2, 3, 4))]
+    frames = [[TraceRecord(alias=f"frame-{n}").to_row() for _ in range(rows)] for n, rows in enumerate((2, 3, 4))]
     journal.begin("batch-7")
     for frame in frames:
         journal.append(frame)
     data = bytearray((tmp_path / "journal").read_bytes())
-    second = data.index(b"f1")  # a byte of the second frame's payload goes bad
+    second = data.index(b"frame-1")  # a byte of the second frame's payload goes bad (ids are hex: no "frame")
     data[second] = ord("X")
     (tmp_path / "journal").write_bytes(bytes(data))
 
     left = Journal(tmp_path, COLUMN_NAMES, ["start_time", "end_time"]).recover()
     assert left is not None and left.batch_id == "batch-7"
-    assert [row["alias"] for row in left.rows] == ["f0"] * 2 + ["f2"] * 4
+    assert [row["alias"] for row in left.rows] == ["frame-0"] * 2 + ["frame-2"] * 4
     assert left.lost_rows == 3
     assert left.rows[0]["start_time"] == frames[0][0][1].isoformat()
 

@@ -23,8 +23,8 @@ Guarantees and where they come from:
   interval (0.1 s) of records.
 - *No silent loss.* A record is lost only when the queue is full (``dropped{reason="queue_full"}``),
   the spool is at ``spool_max_bytes`` while the store is down (``spool_full``), it is submitted after
-  ``close()`` (``closed``), or a crash tore a spool line (``spool_corrupt``); each is counted and
-  logged with totals. A batch the store keeps refusing while it answers pings (a poison batch) is
+  ``close()`` (``closed``), or a crash tore a spool line or journal frame (``spool_corrupt``); each is
+  counted and logged with totals. A batch the store keeps refusing while it answers pings (a poison batch) is
   moved to ``<spool>/rejected/`` after ``poison_after`` tries and counted as ``rejected``: kept on
   disk, so the spool cannot stall forever behind it.
 
@@ -332,6 +332,9 @@ class TraceWriter:
                 return
             if left.lost_rows:
                 self._drop("spool_corrupt", left.lost_rows)
+            # If the crash came after the batch was inserted or spooled, before the journal was cleared,
+            # this is a second copy under the same id (in a segment of its own: a new writer starts
+            # one), and ClickHouse's deduplication token drops its insert.
             if left.rows:
                 log.warning("trace writer: %d trace record(s) left in %s by a crash; spooling them for the store",
                             len(left.rows), self._journal.path)
