@@ -33,11 +33,11 @@ and writing + fsync'ing there would stall every request. The writer thread moves
 disk speed while the store is down, so a full queue means the disk cannot keep up either — spooling
 from the caller would not save those records, only slow the gateway.
 
-Throughput (measured here by ``tests/test_writer.py::test_throughput``: chDB, 2 vCPU, 4 threads
-submitting small chat records): ~21,000 records/s end to end into chDB (~11,500 before to_row's quick
-checks); ``submit()`` 4-8 us per call. The ceiling is encoding (``TraceRecord.to_row``, ~20 us/row in
-Python), not ClickHouse (a 1500-row insert is ~25 ms); past it the queue fills and the excess is
-dropped and counted.
+Throughput (measured here by ``tests/test_writer.py::test_throughput``: chDB, 2 vCPU shared with the
+4 threads submitting small chat records): 9,500-20,000 records/s end to end into chDB, journal
+included, from run to run on this VM; ``submit()`` 7-25 us per call. The ceiling is the Python work per
+record (building, ``TraceRecord.to_row`` ~8-19 us, the journal ~1 us), not ClickHouse (a 2000-row
+insert is ~40 ms); past it the queue fills and the excess is dropped and counted.
 """
 
 from __future__ import annotations
