@@ -138,29 +138,37 @@ def test_outage_loses_nothing_duplicates_nothing_keeps_order(store: TraceStore, 
 # -- crashes ---------------------------------------------------------------------------------------
 
 
+def crashed_writer(store_class: str, writer_args: str, body: str) -> str:
+    """Run a TraceWriter over ``store_class`` (source of a stub store named Store) in a fresh
+    interpreter, run ``body`` and die with ``os._exit(9)`` (no close()); return what it printed."""
+    script = textwrap.dedent(store_class) + textwrap.dedent(f"""
+        import os, time
+        from opentracy.tracing import TraceRecord, TraceWriter
+        writer = TraceWriter(Store(), {writer_args})
+    """) + textwrap.dedent(body) + "\nos._exit(9)\n"
+    crashed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert crashed.returncode == 9, crashed.stderr
+    return crashed.stdout
+
+
 def test_spool_left_by_a_crash_is_replayed_at_start(store: TraceStore, tmp_path: Path) -> None:
     spool = tmp_path / "spool"
-    crashed = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
-        import os, sys
-        from opentracy.tracing import TraceRecord, TraceWriter
-
-        class Down:
+    printed = crashed_writer("""
+        class Store:  # down
             max_text_bytes = 1 << 20
             def insert_rows(self, rows, *, dedup_token=None):
                 raise ConnectionError("down")
             def ping(self):
                 return False
-
-        writer = TraceWriter(Down(), {str(spool)!r}, flush_interval=0.02, batch_size=64)
-        records = [TraceRecord(alias="crash", metadata={{"seq": i}}) for i in range(300)]
+    """, f"{str(spool)!r}, flush_interval=0.02, batch_size=64", """
+        records = [TraceRecord(alias="crash", metadata={"seq": i}) for i in range(300)]
         for record in records:
             assert writer.submit(record)
         assert writer.flush(10)
         print(" ".join(r.trace_id for r in records), flush=True)
-        os._exit(9)  # die without close()
-    """)], capture_output=True, text=True, timeout=60, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert crashed.returncode == 9, crashed.stderr
-    ids = set(crashed.stdout.split())
+    """)
+    ids = set(printed.split())
     assert len(ids) == 300
     segments = sorted(spool.glob("*.jsonl"))
     assert segments
@@ -198,18 +206,14 @@ def test_crash_between_insert_and_spool_delete_does_not_duplicate(store: TraceSt
 def crash_while_batching(spool: Path, count: int) -> dict[str, str]:
     """A subprocess whose writer encodes ``count`` records of a 60 s batch (the store is fine, never
     asked yet), then dies without close(); returns their start times (ISO) by trace id."""
-    crashed = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
-        import os, time
-        from opentracy.tracing import TraceRecord, TraceWriter
-
-        class Untouched:
+    printed = crashed_writer("""
+        class Store:  # fine, but never asked: the batch is not due
             max_text_bytes = 1 << 20
             def insert_rows(self, rows, *, dedup_token=None):
                 raise AssertionError("the batch was not due")
             def ping(self):
                 return True
-
-        writer = TraceWriter(Untouched(), {str(spool)!r}, flush_interval=60, batch_size=100_000)
+    """, f"{str(spool)!r}, flush_interval=60, batch_size=100_000", f"""
         records = [TraceRecord(alias="journal", response="é" * 3, metadata={{"seq": i}}) for i in range(3)]
         records += [TraceRecord(alias="journal", metadata={{"seq": i}}) for i in range(3, {count})]
         for record in records:
@@ -219,10 +223,8 @@ def crash_while_batching(spool: Path, count: int) -> dict[str, str]:
             time.sleep(0.01)
         time.sleep(0.3)  # an encode tick after the queue emptied: the last rows are journaled
         print(" ".join(f"{{r.trace_id}}={{r.start_time.isoformat()}}" for r in records), flush=True)
-        os._exit(9)  # killed: no close(), no insert
-    """)], capture_output=True, text=True, timeout=60, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert crashed.returncode == 9, crashed.stderr
-    return dict(item.split("=") for item in crashed.stdout.split())
+    """)
+    return dict(item.split("=") for item in printed.split())
 
 
 def test_batch_being_collected_survives_a_crash(store: TraceStore, tmp_path: Path) -> None:
