@@ -520,9 +520,9 @@ def _compile_encode_fields() -> Callable[[TraceRecord, int, list[str]], list[Any
     """``(record, limit, problems) -> row`` without encoding_errors: straight-line code, one quick
     check inline per column, written out from :data:`_QUICK_CHECK` and :data:`COLUMNS`.
 
-    Why generated (as ``dataclasses`` generates ``__init__``): a loop calling one check function per
-    column cost ~19 us per record, the same checks inline ~8 us; the trace writer encodes every
-    record of every request.
+    Why generated (as ``dataclasses`` generates ``__init__``): the trace writer encodes every record
+    of every request, and a loop calling one check function per column cost ~27 us for a chat record
+    (16.5 us for an empty one) where the same checks inline cost ~19 us (8 us); the rest is JSON.
     """
     lines = ["def encode_fields(record, limit, problems):",
              "    label_limit = min(limit, LABEL_MAX_BYTES)",
