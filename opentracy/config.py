@@ -107,7 +107,9 @@ class EngineOptions:
         """
         if self.trace_flush_seconds is not None:
             return self.trace_flush_seconds
-        return 30.0 if self.clickhouse_url.startswith("chdb:") else 5.0
+        from opentracy.store import parse_store_url  # asked when the writer starts, after the store opened
+
+        return 30.0 if parse_store_url(self.clickhouse_url).embedded else 5.0
 
 
 @dataclass(frozen=True, slots=True)
