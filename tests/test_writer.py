@@ -381,6 +381,31 @@ def test_close_flushes_the_queue(store: TraceStore, tmp_path: Path) -> None:
     assert writer.stats()["dropped_closed"] == 1
 
 
+def test_a_quiet_writer_wakes_for_the_first_record_and_writes_it_on_time(store: TraceStore, tmp_path: Path) -> None:
+    # Between bursts the writer sleeps without a timer; the first record wakes it, and the batch is
+    # inserted at its flush time with no further traffic and no flush() call.
+    writer = TraceWriter(store, tmp_path / "spool", flush_interval=0.3)
+    try:
+        for expected in (1, 2):
+            time.sleep(0.8)  # quiet: nothing queued, no batch open
+            started = time.monotonic()
+            writer.submit(TraceRecord(alias="quiet"))
+            wait_until(lambda: stored(store)[0] == expected, timeout=5)
+            assert time.monotonic() - started < 3
+        # flush() ends the wait for more records at once (an admin read must not wait out intervals)
+        slow = TraceWriter(store, tmp_path / "spool2", flush_interval=30, encode_interval=10)
+        try:
+            slow.submit(TraceRecord(alias="quiet"))
+            started = time.monotonic()
+            assert slow.flush(timeout=5)
+            assert time.monotonic() - started < 2
+            assert stored(store)[0] == 3
+        finally:
+            slow.close()
+    finally:
+        writer.close()
+
+
 def test_close_with_store_down_spools_for_the_next_start(store: TraceStore, tmp_path: Path) -> None:
     flaky = FlakyStore(store)
     flaky.down.set()

@@ -1,7 +1,8 @@
 """``TraceWriter``: gets trace records from the request path into the store, off the request path.
 
 ``submit()`` only puts the record (or a builder of it) on a bounded in-memory queue. One background
-thread wakes every ``encode_interval`` (0.1 s) to build and encode (sanitise) what came in, appends
+thread builds and encodes (sanitises) what came in every ``encode_interval`` (0.5 s) while records
+arrive, and sleeps while none do (the first ``submit()`` after a quiet spell wakes it); it appends
 the encoded rows to the disk :class:`~opentracy.store.journal.Journal` (so a crash does not lose the
 batch being collected), and inserts them in one call per ``batch_size`` rows or ``flush_interval``
 seconds, whichever comes first. If the store fails, the batch goes to the disk :class:`~opentracy.store.Spool`
@@ -20,7 +21,7 @@ Guarantees and where they come from:
 - *No loss in a crash.* What the writer has encoded is in the journal until it is inserted or spooled;
   a process that dies (kill -9, OOM) leaves it there and the next writer on the directory spools it
   first, under the same batch id. Lost in a crash: what was still in the queue, at most one encode
-  interval (0.1 s) of records.
+  interval (0.5 s) of records.
 - *No silent loss.* A record is lost only when the queue is full (``dropped{reason="queue_full"}``),
   the spool is at ``spool_max_bytes`` while the store is down (``spool_full``), it is submitted after
   ``close()`` (``closed``), or a crash tore a spool line or journal frame (``spool_corrupt``); each is
@@ -87,7 +88,7 @@ class TraceWriter:
     """
 
     def __init__(self, store: RowStore, spool_dir: str | Path, *, batch_size: int = 2000,
-                 flush_interval: float = 1.0, encode_interval: float = 0.1, queue_size: int = 10_000,
+                 flush_interval: float = 1.0, encode_interval: float = 0.5, queue_size: int = 10_000,
                  spool_max_bytes: int = 1 << 30,
                  retry_min: float = 0.5, retry_max: float = 30.0, poison_after: int = 5,
                  scrub: Callable[[str], str] | None = None) -> None:
@@ -122,12 +123,18 @@ class TraceWriter:
         self._submit_lock = threading.Lock()  # closed-check + put are one step: nothing slips in after close
         self._closed = False
         self._stopping = threading.Event()
-        # The writer wakes every encode_interval, not per record: waking it per record made it take the
-        # GIL from the event loop on every request (measured: ~+1 ms CPU per request). It encodes what
-        # came in since (so the request objects a builder holds are freed within ~0.1 s: holding them
-        # for a 5 s flush interval measured ~+0.05 ms of CPU per request, and memory grows with the
-        # request rate) and inserts once per flush_interval or batch_size rows.
-        self._wake = threading.Event()
+        # When the writer wakes, and why (bench/README.md, "Writer wake-ups"): every wake-up of a thread
+        # costs ~0.1-0.2 ms of CPU on a VM, and more when it has to take the GIL from a busy event loop.
+        # So it does not wake per record (measured ~+1 ms CPU per request) nor on a fixed tick while idle
+        # (10 ticks/s cost ~2.4 ms of CPU a second doing nothing): while records arrive it encodes them
+        # once per encode_interval (0.5 s; 0.1 s measured ~+0.02 ms CPU per request more at 350
+        # req/s, and 0.5 s still frees the request objects builders hold quickly: holding them for a
+        # 5 s interval measured ~+0.05 ms), and once nothing arrives it sleeps until the first submit()
+        # (``_idle``), the open batch's flush time or the next spool retry. ``_urgent`` (flush, close, a
+        # full batch) ends any sleep at once.
+        self._signal = threading.Condition()
+        self._idle = False  # the writer sleeps until a record arrives (read without the lock by submit)
+        self._urgent = False
         self._thread = threading.Thread(target=self._run, name="opentracy-trace-writer", daemon=True)
         self._thread.start()
 
@@ -148,8 +155,10 @@ class TraceWriter:
             except queue.Full:
                 self._drop("queue_full", 1)
                 return False
-        if self._queue.qsize() >= self._batch_size:
-            self._wake.set()  # a full batch is waiting; otherwise the writer sleeps out its interval
+        if self._idle:  # the first record after a quiet spell: wake the writer to start gathering
+            self._notify(urgent=False)
+        elif self._queue.qsize() >= self._batch_size:
+            self._notify(urgent=True)  # a full batch is waiting; otherwise the writer sleeps out its interval
         self._count("queued", 1)
         return True
 
@@ -162,7 +171,7 @@ class TraceWriter:
         marker = threading.Event()
         try:
             self._queue.put(marker, timeout=timeout)
-            self._wake.set()
+            self._notify(urgent=True)
         except queue.Full:
             return False
         return marker.wait(timeout)
@@ -176,7 +185,7 @@ class TraceWriter:
         with self._submit_lock:
             self._closed = True
         self._stopping.set()
-        self._wake.set()
+        self._notify(urgent=True)
         try:
             self._queue.put_nowait(threading.Event())  # wake the thread if it waits for records
         except queue.Full:
@@ -266,11 +275,12 @@ class TraceWriter:
             self._retry_at = time.monotonic() + self._retry_max
 
     def _collect(self, wait: bool) -> tuple[list[Pending], list[threading.Event]]:
-        """Up to one batch from the queue, after sleeping out the encode interval if ``wait`` and no full
-        batch is queued (``submit`` at a full batch, ``flush`` and ``close`` cut the sleep short)."""
+        """Up to one batch from the queue, after sleeping (see ``_sleep``) if ``wait`` and no full batch
+        is queued."""
         if wait and self._queue.qsize() < self._batch_size:
-            self._wake.wait(self._encode_interval)
-        self._wake.clear()
+            self._sleep()
+        with self._signal:
+            self._urgent = False
         records: list[Pending] = []
         while len(records) < self._batch_size:
             try:
@@ -281,6 +291,35 @@ class TraceWriter:
                 return records, [item]  # flush(): cut the batch here
             records.append(item)
         return records, []
+
+    def _sleep(self) -> None:
+        """Until records to encode have gathered for ``encode_interval``; with none queued, first until one
+        arrives, the open batch is due or a spool retry is (``_urgent`` ends either wait)."""
+        with self._signal:
+            if self._urgent:
+                return
+            if self._queue.empty():
+                self._idle = True  # published before the wait, under the lock submit() notifies with
+                self._signal.wait(self._quiet_timeout())
+                self._idle = False
+                if self._urgent or self._queue.empty():
+                    return  # flush/close, or the batch or a retry is due
+            self._signal.wait_for(lambda: self._urgent, self._encode_interval)
+
+    def _quiet_timeout(self) -> float | None:
+        """How long the writer may sleep with nothing queued: until the open batch or a spool retry is due."""
+        deadlines = []
+        if self._rows:
+            deadlines.append(self._rows_since + self._flush_interval)
+        if not self._spool.is_empty:
+            deadlines.append(self._retry_at)
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def _notify(self, *, urgent: bool) -> None:
+        with self._signal:
+            self._urgent = self._urgent or urgent
+            self._idle = False  # one wake-up for the first record, not one per record
+            self._signal.notify()
 
     def _encode(self, records: list[Pending]) -> None:
         """Build (if a builder), encode and scrub each record into the rows waiting for the insert,
