@@ -43,8 +43,9 @@ insert is ~40 ms); past it the queue fills and the excess is dropped and counted
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
+import operator
 import threading
 import time
 import uuid
@@ -102,10 +103,14 @@ class TraceWriter:
         self._retry_min, self._retry_max = retry_min, retry_max
         self._poison_after = poison_after
         self._max_text_bytes = getattr(store, "max_text_bytes", DEFAULT_MAX_TEXT_BYTES)
-        self._queue: queue.Queue[Pending | threading.Event] = queue.Queue(maxsize=queue_size)
+        # A deque, not queue.Queue: append/popleft are atomic and the writer has its own wake-up, so
+        # the three locks Queue takes per put are not needed on the request path.
+        self._queue: collections.deque[Pending | threading.Event] = collections.deque()
+        self._queue_size = queue_size
+        self._queued = 0  # records accepted by submit(); changed under _submit_lock
 
         self._counts_lock = threading.Lock()
-        self._counts = dict.fromkeys(("queued", "written", "spooled", "replayed", "rejected", "sanitized"), 0)
+        self._counts = dict.fromkeys(("written", "spooled", "replayed", "rejected", "sanitized"), 0)
         self._dropped = dict.fromkeys(DROP_REASONS, 0)
         self._last_warning: dict[str, float] = {}
 
@@ -150,16 +155,15 @@ class TraceWriter:
             if self._closed:
                 self._drop("closed", 1)
                 return False
-            try:
-                self._queue.put_nowait(record)
-            except queue.Full:
+            if len(self._queue) >= self._queue_size:
                 self._drop("queue_full", 1)
                 return False
+            self._queue.append(record)
+            self._queued += 1
         if self._idle:  # the first record after a quiet spell: wake the writer to start gathering
             self._notify(urgent=False)
-        elif self._queue.qsize() >= self._batch_size:
+        elif len(self._queue) >= self._batch_size:
             self._notify(urgent=True)  # a full batch is waiting; otherwise the writer sleeps out its interval
-        self._count("queued", 1)
         return True
 
     # -- control --------------------------------------------------------------------------------
@@ -167,13 +171,10 @@ class TraceWriter:
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far is in the store or, if the store is down, spooled."""
         if not self._thread.is_alive():
-            return self._queue.empty()
+            return not self._queue
         marker = threading.Event()
-        try:
-            self._queue.put(marker, timeout=timeout)
-            self._notify(urgent=True)
-        except queue.Full:
-            return False
+        self._queue.append(marker)  # not counted against queue_size: it is not a record
+        self._notify(urgent=True)
         return marker.wait(timeout)
 
     def close(self, timeout: float = 10.0) -> bool:
@@ -186,14 +187,10 @@ class TraceWriter:
             self._closed = True
         self._stopping.set()
         self._notify(urgent=True)
-        try:
-            self._queue.put_nowait(threading.Event())  # wake the thread if it waits for records
-        except queue.Full:
-            pass  # then it is busy, not waiting
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("trace writer: not finished after %.1fs; %d record(s) still queued (store hung?)",
-                      timeout, self._queue.qsize())
+                      timeout, len(self._queue))
             return False
         self._journaled(self._journal.close)
         self._spool.close()
@@ -207,7 +204,8 @@ class TraceWriter:
             dropped = dict(self._dropped)
         counts["dropped"] = sum(dropped.values())
         counts.update({f"dropped_{reason}": n for reason, n in dropped.items()})
-        counts["queue_depth"] = self._queue.qsize()
+        counts["queued"] = self._queued
+        counts["queue_depth"] = len(self._queue)
         counts["spool_bytes"] = self._spool.bytes
         counts["store_up"] = self._store_up
         return counts
@@ -261,7 +259,7 @@ class TraceWriter:
                     self._drop("internal_error", len(rows))
             for marker in markers:
                 marker.set()
-            if stopping and not records and not self._rows and self._queue.empty():
+            if stopping and not records and not self._rows and not self._queue:
                 break
         # Last chance for the spool while shutting down: one attempt, not the backoff schedule.
         self._retry_at = 0.0
@@ -277,15 +275,15 @@ class TraceWriter:
     def _collect(self, wait: bool) -> tuple[list[Pending], list[threading.Event]]:
         """Up to one batch from the queue, after sleeping (see ``_sleep``) if ``wait`` and no full batch
         is queued."""
-        if wait and self._queue.qsize() < self._batch_size:
+        if wait and len(self._queue) < self._batch_size:
             self._sleep()
         with self._signal:
             self._urgent = False
         records: list[Pending] = []
         while len(records) < self._batch_size:
             try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
+                item = self._queue.popleft()
+            except IndexError:
                 break
             if isinstance(item, threading.Event):
                 return records, [item]  # flush(): cut the batch here
@@ -298,11 +296,11 @@ class TraceWriter:
         with self._signal:
             if self._urgent:
                 return
-            if self._queue.empty():
+            if not self._queue:
                 self._idle = True  # published before the wait, under the lock submit() notifies with
                 self._signal.wait(self._quiet_timeout())
                 self._idle = False
-                if self._urgent or self._queue.empty():
+                if self._urgent or not self._queue:
                     return  # flush/close, or the batch or a retry is due
             self._signal.wait_for(lambda: self._urgent, self._encode_interval)
 
@@ -484,14 +482,21 @@ class TraceWriter:
             return True
 
 
+# Where an encoded row keeps its texts: text, label, id and JSON columns are str once encoded, text
+# lists are lists of str (TraceRecord.to_row).
+_ROW_TEXTS = operator.itemgetter(*(i for i, c in enumerate(COLUMNS) if c.kind in ("text", "label", "id", "json")))
+_ROW_TEXT_LISTS = tuple(i for i, c in enumerate(COLUMNS) if c.kind == "text_list")
+
+
 def _scrubbed(row: list[Any], scrub: Callable[[str], str]) -> list[Any]:
     """The encoded row with ``scrub`` applied to each text (JSON columns are text here too).
 
     Most rows hold no secret: one pass of ``scrub`` over all the row's texts joined says so, instead
     of one call per text (a secret in any text is in the joined one too).
     """
-    texts = [value for value in row if type(value) is str]
-    texts += [item for value in row if type(value) is list for item in value if type(item) is str]
+    texts = list(_ROW_TEXTS(row))
+    for i in _ROW_TEXT_LISTS:
+        texts += row[i]
     joined = "\x00".join(texts)
     if scrub(joined) == joined:
         return row
