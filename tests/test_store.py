@@ -357,8 +357,9 @@ def test_to_row_is_what_each_columns_encoder_gives() -> None:
         for limit in (1024, DEFAULT_MAX_TEXT_BYTES):
             expected, actual = by_encoders(record, limit), record.to_row(limit)
             for column, want, got in zip(COLUMNS, expected, actual):
-                if column.kind == "time" and got != want:  # "stored the write time": now, twice
-                    assert abs(got - want) < timedelta(seconds=5) and abs(got - ago()) < timedelta(seconds=5)
+                if column.kind == "time" and got != want:  # "stored the write time": now, twice (in us)
+                    now_us = (ago() - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+                    assert abs(got - want) < 5_000_000 and abs(got - now_us) < 5_000_000
                     continue
                 if column.kind == "id" and not getattr(record, column.name):
                     assert len(got) == 32  # a fresh id, twice

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import marshal
 import os
 import struct
 import subprocess
@@ -17,7 +18,9 @@ import sys
 import textwrap
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -294,7 +297,24 @@ def test_journal_skips_and_counts_a_damaged_frame(tmp_path: Path) -> None:
     assert left is not None and left.batch_id == "batch-7"
     assert [row["alias"] for row in left.rows] == ["frame-0"] * 2 + ["frame-2"] * 4
     assert left.lost_rows == 3
-    assert left.rows[0]["start_time"] == frames[0][0][1].isoformat()
+    assert left.rows[0]["start_time"] == frames[0][0][1]  # microseconds, as encoded
+
+
+def test_a_journal_of_an_older_build_is_recovered_to_the_microsecond(store: TraceStore, tmp_path: Path) -> None:
+    # 0.1.0 journaled times as float Unix seconds; a crash just before an upgrade leaves such a file.
+    record = TraceRecord(alias="old-journal", start_time=datetime(2026, 11, 27, 4, 28, 22, 123457, timezone.utc))
+    row = record.to_row()
+    start = COLUMN_NAMES.index("start_time")
+    row[start] = record.start_time.timestamp()
+    payload = marshal.dumps([row])
+    header = {"batch": "old-batch", "columns": list(COLUMN_NAMES), "marshal": marshal.version}
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / "journal").write_bytes(
+        json.dumps(header).encode() + b"\n" + struct.pack("<III", len(payload), 1, zlib.crc32(payload)) + payload)
+    writer = TraceWriter(store, tmp_path / "spool")
+    assert writer.close()
+    stored_start = store._connected().query("SELECT start_time FROM opentracy_traces WHERE alias = 'old-journal'")
+    assert stored_start.result_rows == [(record.start_time,)]
 
 
 def test_a_clean_close_leaves_no_journal(store: TraceStore, tmp_path: Path) -> None:

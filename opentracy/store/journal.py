@@ -3,14 +3,14 @@
 Why: one insert into ClickHouse has a fixed cost (chDB, measured here: ~11 ms of CPU in the calling
 thread plus ~15 ms in its insert and merge threads, whether it carries 1 row or 400), so the writer
 wants few, large inserts. Rows held in memory for a long batch interval would be lost by a crash
-(kill -9, OOM, segfault); rows in the journal are not. Each encode tick (0.1 s) appends the rows it
-encoded as one frame, one ``write`` into the OS page cache, no ``fsync``: the durability of a
+(kill -9, OOM, segfault); rows in the journal are not. Each encode pass (every 0.5 s while records
+arrive) appends the rows it encoded as one frame, one ``write`` into the OS page cache, no ``fsync``: the durability of a
 ClickHouse insert without ``fsync_after_insert`` (a process crash loses nothing written; a power cut
 may).
 
 Layout of ``<dir>/journal``: a JSON header line ``{"batch": id, "columns": [...], "marshal": N}``, then
 frames: ``<payload bytes, rows, crc32>`` (3 x uint32, little-endian) and the payload, the frame's
-rows as :mod:`marshal` data (timestamps as Unix seconds). marshal, not JSON: the journal is written on
+rows as :mod:`marshal` data, as encoded (times are integer microseconds). marshal, not JSON: the journal is written on
 every request's trace and read only after a crash; marshal costs ~1 us a row where JSON cost ~11
 (escaping the JSON columns' text again). A frame is loaded only if its CRC matches, so a frame torn by
 the crash, or a damaged file, is skipped and counted, never unmarshalled. The writer clears the file
@@ -31,7 +31,6 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -43,7 +42,7 @@ _FRAME = struct.Struct("<III")  # payload bytes, rows, crc32 of the payload
 
 @dataclass(frozen=True, slots=True)
 class RecoveredBatch:
-    """What a crash left in the journal: rows by column name, timestamps as ISO text (the spool's rows)."""
+    """What a crash left in the journal: rows by column name (the spool's rows)."""
 
     batch_id: str
     rows: list[dict[str, Any]]
@@ -56,8 +55,7 @@ class Journal:
     def __init__(self, directory: str | os.PathLike[str], columns: Sequence[str], time_columns: Sequence[str]) -> None:
         self.path = Path(directory) / JOURNAL_NAME
         self._columns = list(columns)
-        self._time_columns = frozenset(time_columns)
-        self._time_indices = [i for i, name in enumerate(self._columns) if name in self._time_columns]
+        self._time_columns = frozenset(time_columns)  # for journals of 0.1.0 builds, which wrote seconds
         self._handle: BinaryIO | None = None
 
     def begin(self, batch_id: str) -> None:
@@ -69,14 +67,8 @@ class Journal:
         """Add encoded rows (``TraceRecord.to_row()``) of the open batch, as one frame."""
         if not rows:
             return
-        plain = []
-        for row in rows:
-            copy = list(row)
-            for i in self._time_indices:
-                copy[i] = copy[i].timestamp()
-            plain.append(copy)
-        payload = marshal.dumps(plain)
-        self._write(_FRAME.pack(len(payload), len(plain), zlib.crc32(payload)) + payload)
+        payload = marshal.dumps(list(rows))
+        self._write(_FRAME.pack(len(payload), len(rows), zlib.crc32(payload)) + payload)
 
     def clear(self) -> None:
         """The batch is in the store or the spool (or a recovered one was moved there): forget it."""
@@ -126,7 +118,8 @@ class Journal:
                 continue
             for values in marshal.loads(payload):
                 for i in times:
-                    values[i] = datetime.fromtimestamp(values[i], timezone.utc).isoformat()
+                    if type(values[i]) is float:  # written by a build that journaled Unix seconds
+                        values[i] = round(values[i] * 1_000_000)
                 rows.append(dict(zip(columns, values)))
         return RecoveredBatch(batch_id, rows, lost)
 

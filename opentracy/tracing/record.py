@@ -25,7 +25,7 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from enum import Enum
 from types import MappingProxyType
@@ -49,6 +49,8 @@ _UINT_MAX: Mapping[str, int] = MappingProxyType({"UInt16": 0xFFFF, "UInt32": 0xF
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _MIN_TIME = datetime(1900, 1, 1, tzinfo=timezone.utc)  # DateTime64 range
 _MAX_TIME = datetime(2299, 12, 31, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def new_trace_id() -> str:
@@ -133,7 +135,8 @@ class TraceRecord:
     encoding_errors: list[str] = _column("Array(String)", "text_list", factory=list)
 
     def to_row(self, max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES) -> list[Any]:
-        """Values in column order, each one encodable. Never raises; fixes go to encoding_errors.
+        """Values in column order, each one encodable (times as integer microseconds since the epoch).
+        Never raises; fixes go to encoding_errors.
 
         Values of the expected type and size pass a quick check per column kind; only the others go
         through their column's encoder (see :func:`_compile_encode_fields`).
@@ -191,6 +194,8 @@ class Column:
                 return json.loads(value) if value else None
             except ValueError:
                 return value
+        if self.kind == "time" and type(value) is int:  # an encoded row's microseconds
+            return _EPOCH + value * _MICROSECOND
         if self.kind == "time" and isinstance(value, datetime):
             return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
         if self.kind == "time" and isinstance(value, str):  # spool rows carry ISO text
@@ -221,7 +226,7 @@ def row_to_jsonable(row: Sequence[Any]) -> dict[str, Any]:
 
     Keyed by name, not position, so a spool written before a schema migration replays after it.
     """
-    return {c.name: (v.isoformat() if isinstance(v, datetime) else v) for c, v in zip(COLUMNS, row)}
+    return dict(zip(COLUMN_NAMES, row))
 
 
 def row_from_jsonable(data: Mapping[str, Any]) -> list[Any]:
@@ -230,8 +235,9 @@ def row_from_jsonable(data: Mapping[str, Any]) -> list[Any]:
     for column in COLUMNS:
         if column.name not in data:
             row.append(column.default_value())
-        elif column.kind == "time":
-            row.append(column.decode(data[column.name]))
+        elif column.kind == "time":  # microseconds; ISO text in spools of 0.1.0 builds
+            value = data[column.name]
+            row.append(value if type(value) is int else _micros(column.decode(value)))
         else:
             row.append(data[column.name])
     return row
@@ -463,21 +469,28 @@ def _encode_bool(column: Column, value: Any, limit: int) -> tuple[bool, Sequence
     return column.default, [f"{type(value).__name__} {str(value)[:32]!r} is not a bool; stored {column.default}"]
 
 
-def _encode_time(column: Column, value: Any, limit: int) -> tuple[datetime, Sequence[str]]:
+def _micros(moment: datetime) -> int:
+    """An aware datetime as the encoded row keeps it: integer microseconds since the Unix epoch (what
+    DateTime64(6) stores, so the insert and the journal take it as it is)."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def _encode_time(column: Column, value: Any, limit: int) -> tuple[int, Sequence[str]]:
+    """Datetimes (naive = local time, as in Python and litellm) or Unix seconds → microseconds."""
     if type(value) is datetime and value.tzinfo is timezone.utc and _MIN_TIME <= value <= _MAX_TIME:
-        return value, _OK
+        return _micros(value), _OK
     try:
         if isinstance(value, datetime):
-            moment = value.astimezone(timezone.utc)  # naive = local time, as in Python and litellm
+            moment = value.astimezone(timezone.utc)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             moment = datetime.fromtimestamp(value, timezone.utc)
         else:
-            return utc_now(), [f"{type(value).__name__} is not a time; stored the write time"]
+            return _micros(utc_now()), [f"{type(value).__name__} is not a time; stored the write time"]
     except (OverflowError, OSError, ValueError):
-        return utc_now(), [f"{str(value)[:40]} out of range; stored the write time"]
+        return _micros(utc_now()), [f"{str(value)[:40]} out of range; stored the write time"]
     if not _MIN_TIME <= moment <= _MAX_TIME:
-        return utc_now(), [f"{moment.isoformat()} out of range; stored the write time"]
-    return moment, []
+        return _micros(utc_now()), [f"{moment.isoformat()} out of range; stored the write time"]
+    return _micros(moment), []
 
 
 _ENCODERS: Mapping[str, Callable[[Column, Any, int], tuple[Any, Sequence[str]]]] = MappingProxyType({
@@ -500,8 +513,8 @@ ENCODING_ERRORS = COLUMNS[-1]
 assert ENCODING_ERRORS.name == "encoding_errors"
 
 # to_row's quick checks, by column kind: True when the value ``v`` is stored as it is (no encoder
-# needed). JSON always goes through its encoder (which has its own quick path): the text is the
-# stored value. ``{choices}`` and ``{uint_max}`` are filled in per column.
+# needed), or as _QUICK_STORE says (times). JSON always goes through its encoder (which has its own
+# quick path): the text is the stored value. ``{choices}`` and ``{uint_max}`` are filled in per column.
 _QUICK_CHECK: Mapping[str, str] = MappingProxyType({
     "text": "type(v) is str and v.isascii() and len(v) <= limit",
     "label": "type(v) is str and v.isascii() and len(v) <= label_limit{choices}",
@@ -512,6 +525,7 @@ _QUICK_CHECK: Mapping[str, str] = MappingProxyType({
     "bool": "type(v) is bool",
     "time": "type(v) is datetime and v.tzinfo is utc and MIN_TIME <= v <= MAX_TIME",
 })
+_QUICK_STORE: Mapping[str, str] = MappingProxyType({"time": "micros(v)"})
 
 
 def _encode_field(column: Column, value: Any, limit: int, problems: list[str]) -> Any:
@@ -539,7 +553,7 @@ def _compile_encode_fields() -> Callable[[TraceRecord, int, list[str]], list[Any
              "    append = row.append"]
     scope: dict[str, Any] = {"LABEL_MAX_BYTES": LABEL_MAX_BYTES, "isfinite": math.isfinite, "datetime": datetime,
                              "utc": timezone.utc, "MIN_TIME": _MIN_TIME, "MAX_TIME": _MAX_TIME,
-                             "encode_field": _encode_field, "COLUMNS": COLUMNS}
+                             "encode_field": _encode_field, "COLUMNS": COLUMNS, "micros": _micros}
     for i, column in enumerate(COLUMNS[:-1]):
         lines.append(f"    v = record.{column.name}")
         if column.kind == "json":
@@ -548,7 +562,8 @@ def _compile_encode_fields() -> Callable[[TraceRecord, int, list[str]], list[Any
         check = _QUICK_CHECK[column.kind].format(
             choices=f" and v in {column.choices!r}" if column.choices else "",
             uint_max=_UINT_MAX.get(column.clickhouse_type))
-        lines.append(f"    append(v if {check} else encode_field(COLUMNS[{i}], v, limit, problems))")
+        stored = _QUICK_STORE.get(column.kind, "v")
+        lines.append(f"    append({stored} if {check} else encode_field(COLUMNS[{i}], v, limit, problems))")
     lines.append("    return row")
     exec("\n".join(lines), scope)  # noqa: S102 - the source is built above from our own column table
     return scope["encode_fields"]
