@@ -50,25 +50,27 @@ def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
     check(f"throughput {high} / proxy's", ratio(_get(report, high, ot, "throughput_rps"),
                                                 _get(report, high, "proxy", "throughput_rps")), 2.0, ">=",
           "requests per second at the high concurrency")
-    per_scenario = {s: ratio(_get(report, s, ot, "server_cpu_ms_per_req"),
-                             _get(report, s, "ot_notrace", "server_cpu_ms_per_req")) for s in report["scenarios"]}
-    swapped = report.get("swapped") or {}
-    per_swapped = {s: ratio((swapped.get(s, {}).get("ot_notrace") or {}).get("server_cpu_ms_per_req"),
-                            (swapped.get(s, {}).get("ot_trace") or {}).get("server_cpu_ms_per_req"))
-                   for s in report["scenarios"]}
-    both = {s: ((r + per_swapped[s]) / 2 if per_swapped[s] is not None else r) if r is not None else None
-            for s, r in per_scenario.items()}
-    known = [r for r in both.values() if r is not None]
+
+    # One ratio per scenario and (b)/(c) pair: the main run's, then the extra pairs' (run.py: run_pair).
+    def pair_ratio(entry: dict[str, Any], traced: str) -> float | None:
+        other = "ot_notrace" if traced == "ot_trace" else "ot_trace"
+        return ratio((entry.get(traced) or {}).get("server_cpu_ms_per_req"),
+                     (entry.get(other) or {}).get("server_cpu_ms_per_req"))
+
+    pairs = report.get("pairs") or []
+    per_pair = {s: [pair_ratio(report["scenarios"][s], "ot_trace")]
+                + [pair_ratio(p["scenarios"].get(s, {}), p["traced"]) for p in pairs] for s in report["scenarios"]}
+    known = [r for ratios in per_pair.values() for r in ratios if r is not None]
     overhead = sum(known) / len(known) - 1.0 if known else None
 
     def pct(r: float | None) -> str:
         return "-" if r is None else f"{(r - 1) * 100:+.0f}%"
 
-    check("tracing CPU overhead (on/off - 1, mean over scenarios" + (" and both slot orders)" if swapped else ")"),
-          overhead, 0.05, "<=", "server CPU per request with tracing on vs off; per scenario"
-          + (" (traced in (b) / traced in (c)): " if swapped else ": ")
-          + ", ".join(f"{s} {pct(r)}" + (f" / {pct(per_swapped[s])}" if swapped else "")
-                      for s, r in per_scenario.items()))
+    slots = ["(b)"] + ["(c)" if p["traced"] == "ot_notrace" else "(b)" for p in pairs]
+    check(f"tracing CPU overhead (on/off - 1, mean over scenarios and {len(slots)} process pair(s))",
+          overhead, 0.05, "<=", "server CPU per request with tracing on vs off; per scenario, by pair (traced in "
+          + ", ".join(slots) + "): " + ", ".join(f"{s} " + " / ".join(pct(r) for r in ratios)
+                                                 for s, ratios in per_pair.items()))
     traces = report.get("traces") or {}
     lost = None if not traces else traces.get("missing", 0) + traces.get("duplicated", 0)
     check("traces lost or duplicated", lost, 0, "<=", "every request through (b) has exactly one trace")

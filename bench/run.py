@@ -280,9 +280,9 @@ class Bench:
         self.targets = [t for t in TARGETS if t not in self.skip]
         self.proxy_version = ""
         self.urls_ot: dict[str, str] = {}
-        # Which OpenTracy slot traces: (b) in the main run; (c) in the swapped run (see run_swapped).
+        # Which OpenTracy slot traces: (b) in the main run; either in the extra pairs (see run_pair).
         self.traced = "ot_trace"
-        self.swapped: dict[str, dict[str, Samples]] = {}
+        self.pairs: list[tuple[str, dict[str, dict[str, Samples]]]] = []  # (traced slot, results) per extra pair
 
     def log(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
@@ -598,8 +598,9 @@ class Bench:
                 self.scenario(s)
             rss = {t: peak_rss_mb(tree(self.procs[t].pid)) for t in SERVERS if t in self.targets}
             traces = self.check_traces() if "ot_trace" in self.targets else None
-            if self.args.swap and {"ot_trace", "ot_notrace"} <= set(self.targets):
-                self.run_swapped(scenarios)
+            if {"ot_trace", "ot_notrace"} <= set(self.targets):
+                for k in range(1, self.args.pairs):  # the traced slot alternates: (c), (b), (c), ...
+                    self.run_pair(scenarios, "ot_notrace" if k % 2 else "ot_trace", k + 1)
         finally:
             for name in list(self.procs):
                 self.procs.pop(name).stop()
@@ -608,33 +609,36 @@ class Bench:
             shutil.rmtree(self.work, ignore_errors=True)
         return report
 
-    def run_swapped(self, scenarios: list[Scenario]) -> None:
-        """The tracing comparison again on fresh processes with the roles swapped: (c)'s slot traces.
+    def run_pair(self, scenarios: list[Scenario], traced: str, number: int) -> None:
+        """The tracing comparison again on a fresh pair of processes, ``traced`` being the slot that traces.
 
-        With both slots configured alike (A/A), (b) measured 1-5 % more CPU per request than (c) (start
-        order, place in the rotation, the process itself); the tracing overhead reported is the mean of
-        both orientations, which cancels what belongs to the slot.
+        Why more than the main run's pair: with both slots configured alike (A/A), one process of a pair
+        measured 0-5 % more CPU per request than the other (start order, place in the rotation, the
+        process itself: its memory layout), which is as large as the target. Each pair is one draw of
+        that; the overhead reported is the mean over all pairs, whose traced slot alternates.
         """
         for target in ("ot_trace", "ot_notrace"):
             if target in self.procs:
                 self.procs.pop(target).stop()
-        self.traced = "ot_notrace"
+        self.traced = traced
         for target in ("ot_trace", "ot_notrace"):
             self.procs[target], seconds = self._start_server(target, final=True)
         pair = ["ot_trace", "ot_notrace"]
         main_idle, main_idle_after = self.idle_rate, self.idle_after
         self.idle_after = {}
+        results: dict[str, dict[str, Samples]] = {}
         try:
             for s in scenarios:
                 for t in pair:
                     self.block(t, Scenario(s.stream, 1), 5, None)
             self.drain()
             self.measure_idle(self.args.idle_seconds)
-            self.log("swapped roles: (c)'s slot traces, (b)'s does not")
+            self.log(f"pair {number} of {self.args.pairs}: fresh processes, {SHORT[traced]}'s slot traces")
             for s in scenarios:
-                self.scenario(s, pair, self.swapped)
+                self.scenario(s, pair, results)
         finally:
             self.idle_rate, self.idle_after = main_idle, main_idle_after
+        self.pairs.append((traced, results))
 
     def report(self, scenarios: list[Scenario], rss: dict[str, float], traces: dict[str, Any] | None,
                started: float, load_before: tuple[float, ...]) -> dict[str, Any]:
@@ -653,12 +657,12 @@ class Bench:
             "idle_cpu_rate_after": self.idle_after,
             "traces": traces,
             "emulator": getattr(self, "emulator_stats", {}),
-            # The swapped run (run_swapped): ot_notrace traced, ot_trace not.
-            "swapped": {name: {t: {"ok": smp.ok, "server_cpu_ms_per_req": (smp.server_cpu / smp.ok * 1000.0
-                                                                          if smp.server_cpu is not None and smp.ok
-                                                                          else None),
-                                   "total_p50_ms": percentile(smp.lat, 50)} for t, smp in res.items()}
-                        for name, res in self.swapped.items()},
+            # The extra (b)/(c) pairs (run_pair), by the slot that traced.
+            "pairs": [{"traced": traced, "scenarios": {
+                name: {t: {"ok": smp.ok, "server_cpu_ms_per_req": (smp.server_cpu / smp.ok * 1000.0
+                                                                   if smp.server_cpu is not None and smp.ok else None),
+                           "total_p50_ms": percentile(smp.lat, 50)} for t, smp in res.items()}
+                for name, res in results.items()}} for traced, results in self.pairs],
         }
         for s in scenarios:
             res = self.results[s.name]
@@ -764,9 +768,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="extra environment for one OpenTracy server (ot_trace or ot_notrace), applied "
                              "last: an interleaved A/B of an engine setting, e.g. "
                              "ot_notrace:OPENTRACY_TRACING=true ot_notrace:PYTHONPATH=/tmp/uvloop-overlay")
-    parser.add_argument("--swap", action=argparse.BooleanOptionalAction, default=None,
-                        help="after the main run, measure tracing on vs off again with the slots swapped "
-                             "(fresh processes; default on, off with --quick)")
+    parser.add_argument("--pairs", type=int, help="fresh (b)/(c) process pairs the tracing overhead is averaged "
+                        "over: the main run's, then more with the traced slot alternating (default 4, --quick 1)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir with configs and server logs")
     args = parser.parse_args(argv)
     args.requests = args.requests or (60 if args.quick else 1200)
@@ -775,7 +778,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.block_factor = 2 if args.quick else 4  # requests per block = concurrency x this (at least block_min)
     args.block_min = 25 if args.quick else 50
     args.idle_seconds = 3.0 if args.quick else 9.0
-    args.swap = not args.quick if args.swap is None else args.swap
+    args.pairs = max(1, args.pairs or (1 if args.quick else 4))
     return args
 
 
