@@ -117,7 +117,7 @@ def test_env_beats_file_for_engine_options(tmp_path: Path) -> None:
 
 def test_trace_flush_interval_depends_on_the_store_unless_set(tmp_path: Path) -> None:
     path = write(tmp_path, "opentracy:\n  data_dir: /tmp/flush\n")
-    assert load_settings(path, {}).engine.trace_flush_interval == 30  # embedded: reads flush first
+    assert load_settings(path, {}).engine.trace_flush_interval == 120  # embedded: reads flush first
     server = {"OPENTRACY_CLICKHOUSE_URL": "http://ch:8123/db"}
     assert load_settings(path, server).engine.trace_flush_interval == 5  # others read the server directly
     assert load_settings(path, {**server, "OPENTRACY_TRACE_FLUSH_SECONDS": "12"}).engine.trace_flush_interval == 12

@@ -228,6 +228,22 @@ def test_sigterm_flushes_queued_traces(emu: Emulator, tmp_path: Path) -> None:
     assert {r["trace_id"] for r in count_with_cli(engine.data_dir, engine.config)} == sent
 
 
+def test_traces_cli_after_a_crash_shows_the_last_requests(emu: Emulator, tmp_path: Path) -> None:
+    # kill -9 while the writer still holds its batch (the embedded store inserts every 120 s): the
+    # CLI, reading the store itself since no server runs, first delivers what the journal kept.
+    engine = start_engine(emu, tmp_path)
+    client = openai.OpenAI(base_url=engine.base_url, api_key="unused", max_retries=0)
+    sent = {client.chat.completions.create(model="demo", messages=[{"role": "user", "content": str(i)}])
+            ._routing["trace_id"] for i in range(20)}  # type: ignore[attr-defined]
+    time.sleep(1.5)  # encoded and journaled (every 0.5 s), not yet inserted
+    assert engine.proc is not None
+    engine.proc.kill()
+    engine.proc.wait(timeout=30)
+    assert (engine.data_dir / "spool" / "journal").stat().st_size > 0
+    assert {r["trace_id"] for r in count_with_cli(engine.data_dir, engine.config)} == sent
+    assert {r["trace_id"] for r in count_with_cli(engine.data_dir, engine.config)} == sent  # once, not twice
+
+
 def test_embedded_store_refuses_a_second_process_and_multiple_workers(engine: EngineProcess) -> None:
     env = {**os.environ, **FAKE_KEYS, "OPENTRACY_DATA_DIR": str(engine.data_dir)}
     second = subprocess.run([sys.executable, "-m", "opentracy.cli", "serve", "--config", str(engine.config),

@@ -1,7 +1,9 @@
 """Reading traces for the CLI: directly from the store, or through the running server.
 
 chDB lets one process hold a data directory. While ``opentracy serve`` runs on the embedded store,
-the CLI asks the server (found through ``<data_dir>/engine.json``); otherwise it opens the store.
+the CLI asks the server (found through ``<data_dir>/engine.json``); otherwise it opens the store, after
+delivering what a stopped engine left on disk (the journal of a crash, the spool of an outage), as the
+next ``opentracy serve`` would: a read right after a crash sees the last requests.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import httpx
 
 from opentracy.config import EngineOptions
 from opentracy.store import StoreLockedError, TraceStore, analytics, parse_store_url
+from opentracy.store.spool import SpoolLockedError
+from opentracy.tracing.writer import TraceWriter
 
 SINCE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 ENGINE_FILE = "engine.json"
@@ -156,6 +160,20 @@ def open_source(options: EngineOptions, server: str | None = None, api_key: str 
         if live:
             return ServerSource(live, api_key)
     try:
-        return StoreSource(TraceStore(url, ttl_days=options.trace_ttl_days))
+        store = TraceStore(url, ttl_days=options.trace_ttl_days)
     except StoreLockedError as exc:
         raise RuntimeError(f"{exc}. If a server holds it, pass --server http://HOST:PORT") from None
+    _deliver_leftovers(store, options)
+    return StoreSource(store)
+
+
+def _deliver_leftovers(store: TraceStore, options: EngineOptions) -> None:
+    """Into the store: the batch a crashed engine left in its journal and anything spooled."""
+    spool_dir = Path(options.data_dir) / "spool"
+    if not spool_dir.is_dir():
+        return
+    try:
+        writer = TraceWriter(store, spool_dir, spool_max_bytes=options.spool_max_bytes)
+    except SpoolLockedError:
+        return  # an engine holds the spool (on a ClickHouse server) and delivers it itself
+    writer.close()
