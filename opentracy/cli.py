@@ -176,6 +176,8 @@ def _open(args: argparse.Namespace) -> "TraceSource":
 
 def _with_source(args: argparse.Namespace, work: Callable[["TraceSource"], int]) -> int:
     """Run ``work`` against the store or the running server; errors become one-line messages."""
+    import httpx
+
     try:
         source = _open(args)
     except RuntimeError as exc:
@@ -185,6 +187,9 @@ def _with_source(args: argparse.Namespace, work: Callable[["TraceSource"], int])
         return work(source)
     except (RuntimeError, ValueError, OSError) as exc:
         print(f"opentracy: {exc}", file=sys.stderr)
+        return 2
+    except httpx.HTTPError as exc:  # --server given, and it does not answer
+        print(f"opentracy: cannot reach the server: {exc}", file=sys.stderr)
         return 2
     finally:
         source.close()

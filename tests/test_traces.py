@@ -240,6 +240,9 @@ def test_traces_cli_after_a_crash_shows_the_last_requests(emu: Emulator, tmp_pat
     engine.proc.kill()
     engine.proc.wait(timeout=30)
     assert (engine.data_dir / "spool" / "journal").stat().st_size > 0
+    # engine.json survives a kill -9, and its pid may still exist (an unreaped zombie, a reused pid):
+    # here a live process that is not a server. The CLI must see that nobody answers there.
+    (engine.data_dir / "engine.json").write_text(json.dumps({"pid": os.getpid(), "url": "http://127.0.0.1:9"}))
     assert {r["trace_id"] for r in count_with_cli(engine.data_dir, engine.config)} == sent
     assert {r["trace_id"] for r in count_with_cli(engine.data_dir, engine.config)} == sent  # once, not twice
 

@@ -142,12 +142,18 @@ def _present(**params: Any) -> dict[str, Any]:
 
 
 def running_server(data_dir: Path) -> str | None:
-    """The URL of an ``opentracy serve`` holding ``data_dir``, if one is alive."""
+    """The URL of an ``opentracy serve`` holding ``data_dir``, if one is alive and answers.
+
+    The pid check alone is not enough: a server killed by ``kill -9`` leaves ``engine.json`` behind,
+    and its pid can still exist (a zombie nobody reaped yet, or a reused pid).
+    """
     try:
         info = json.loads((data_dir / ENGINE_FILE).read_text())
         os.kill(int(info["pid"]), 0)
-        return str(info["url"])
-    except (OSError, ValueError, KeyError, TypeError):
+        url = str(info["url"])
+        httpx.get(f"{url}/health", timeout=2.0)
+        return url
+    except (OSError, ValueError, KeyError, TypeError, httpx.HTTPError):
         return None
 
 
