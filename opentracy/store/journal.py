@@ -4,15 +4,15 @@ Why: one insert into ClickHouse has a fixed cost (chDB, measured here: ~11 ms of
 thread plus ~15 ms in its insert and merge threads, whether it carries 1 row or 400), so the writer
 wants few, large inserts. Rows held in memory for a long batch interval would be lost by a crash
 (kill -9, OOM, segfault); rows in the journal are not. Each encode pass (every 0.5 s while records
-arrive) appends the rows it encoded as one frame, one ``write`` into the OS page cache, no ``fsync``: the durability of a
-ClickHouse insert without ``fsync_after_insert`` (a process crash loses nothing written; a power cut
-may).
+arrive) appends the rows it encoded as one frame, one ``write`` into the OS page cache, no
+``fsync``: the durability of a ClickHouse insert without ``fsync_after_insert`` (a process crash
+loses nothing written; a power cut may).
 
 Layout of ``<dir>/journal``: a JSON header line ``{"batch": id, "columns": [...], "marshal": N}``, then
 frames: ``<payload bytes, rows, crc32>`` (3 x uint32, little-endian) and the payload, the frame's
-rows as :mod:`marshal` data, as encoded (times are integer microseconds). marshal, not JSON: the journal is written on
-every request's trace and read only after a crash; marshal costs ~1 us a row where JSON cost ~11
-(escaping the JSON columns' text again). A frame is loaded only if its CRC matches, so a frame torn by
+rows as :mod:`marshal` data, as encoded (times are integer microseconds). marshal, not JSON: the
+journal is written on every request's trace and read only after a crash; marshal costs ~1 us a row
+where JSON cost ~11 (escaping the JSON columns' text again). A frame is loaded only if its CRC matches, so a frame torn by
 the crash, or a damaged file, is skipped and counted, never unmarshalled. The writer clears the file
 once the batch is inserted or spooled. At start-up a non-empty journal is a batch a crash left
 behind: :meth:`recover` returns it and the writer moves it into the spool under the same batch id;
