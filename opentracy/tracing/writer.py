@@ -36,9 +36,10 @@ from the caller would not save those records, only slow the gateway.
 
 Throughput (measured here by ``tests/test_writer.py::test_throughput``: chDB, 2 vCPU shared with the
 4 threads submitting small chat records): 9,500-20,000 records/s end to end into chDB, journal
-included, from run to run on this VM; ``submit()`` 7-25 us per call. The ceiling is the Python work per
-record (building, ``TraceRecord.to_row`` ~8-19 us, the journal ~1 us), not ClickHouse (a 2000-row
-insert is ~40 ms); past it the queue fills and the excess is dropped and counted.
+included, from run to run on this VM; ``submit()`` 2.3-6.1 us per call (7-25 with ``queue.Queue``).
+The ceiling is the Python work per record (building, ``TraceRecord.to_row`` ~8-19 us, the journal
+~1 us), not ClickHouse (a 2000-row insert is ~40 ms); past it the queue fills and the excess is
+dropped and counted.
 """
 
 from __future__ import annotations
