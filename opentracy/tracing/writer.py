@@ -68,7 +68,9 @@ from opentracy.tracing.record import (
 log = logging.getLogger(__name__)
 
 DROP_REASONS = ("queue_full", "spool_full", "closed", "unencodable", "spool_corrupt", "internal_error")
-Pending = TraceRecord | Callable[[], TraceRecord]  # a record, or its builder (run on the writer thread)
+EncodedRow = list  # TraceWriter.encode()'s result: a row as stored, secrets scrubbed
+Pending = TraceRecord | Callable[[], TraceRecord] | EncodedRow  # a record, its builder (run on the
+# writer thread), or a row the caller already encoded
 _WARN_EVERY = 10.0  # seconds between repeated warnings of one kind
 _REPLAY_SLICE = 0.5  # seconds of replay before the queue is looked at again
 
@@ -146,11 +148,20 @@ class TraceWriter:
 
     # -- request path ---------------------------------------------------------------------------
 
+    def encode(self, record: TraceRecord) -> EncodedRow:
+        """The row as it will be stored: sanitised (``to_row``) and secrets scrubbed. Safe on any thread.
+
+        A caller that has the record's objects hot in cache may encode it itself and ``submit()`` the
+        row (the gateway does, right after answering: see :mod:`opentracy.tracing.gateway`).
+        """
+        row = record.to_row(self._max_text_bytes)
+        return _scrubbed(row, self._scrub) if self._scrub is not None else row
+
     def submit(self, record: Pending) -> bool:
         """Queue a record for writing; never blocks. False if it was dropped (counted and logged).
 
-        ``record`` may be a builder called on the writer thread: what it costs is then paid in batches,
-        off the caller's thread (the gateway's event loop).
+        ``record`` may be a builder called on the writer thread (what it costs is then paid there, in
+        batches), or a row from :meth:`encode`.
         """
         with self._submit_lock:
             if self._closed:
@@ -332,9 +343,10 @@ class TraceWriter:
         first = len(self._rows)
         for pending in records:
             try:
-                record = pending if isinstance(pending, TraceRecord) else pending()
-                row = record.to_row(self._max_text_bytes)
-                self._rows.append(_scrubbed(row, self._scrub) if self._scrub is not None else row)
+                if type(pending) is list:  # encoded by the caller
+                    self._rows.append(pending)
+                else:
+                    self._rows.append(self.encode(pending if isinstance(pending, TraceRecord) else pending()))
             except Exception:  # builders and to_row() are built not to raise; if one does, say so loudly
                 log.exception("trace writer: record could not be built or encoded")
                 self._drop("unencodable", 1)
