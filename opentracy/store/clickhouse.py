@@ -48,6 +48,7 @@ from clickhouse_connect.driver.client import Client
 
 from opentracy.store.migrations import (
     TRACES_TABLE,
+    apply_embedded_settings,
     apply_migrations,
     apply_ttl,
     verify_columns,
@@ -206,6 +207,8 @@ class TraceStore:
                     self.schema_version = apply_migrations(client)
                     verify_columns(client)
                     apply_ttl(client, self._ttl_days)
+                    if self.url.embedded:
+                        apply_embedded_settings(client)
                 except Exception:
                     client.close()
                     raise
