@@ -7,6 +7,7 @@ so a saved JSON can be re-rendered without re-running anything.
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +67,19 @@ def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
     def pct(r: float | None) -> str:
         return "-" if r is None else f"{(r - 1) * 100:+.0f}%"
 
+    # How far the mean can be trusted: pairs differ by process (A/A pairs: 0-8 %), so the spread of the
+    # pairs' own means (over scenarios) gives the standard error.
+    by_pair = [[ratios[k] for ratios in per_pair.values() if k < len(ratios) and ratios[k] is not None]
+               for k in range(1 + len(pairs))]
+    pair_means = [sum(rs) / len(rs) - 1.0 for rs in by_pair if rs]
+    spread = (f"; pair means {' / '.join(f'{m * 100:+.1f}%' for m in pair_means)}, standard error "
+              f"{statistics.stdev(pair_means) / len(pair_means) ** 0.5 * 100:.1f} points"
+              if len(pair_means) > 1 else "")
     slots = ["(b)"] + ["(c)" if p["traced"] == "ot_notrace" else "(b)" for p in pairs]
     check(f"tracing CPU overhead (on/off - 1, mean over scenarios and {len(slots)} process pair(s))",
           overhead, 0.05, "<=", "server CPU per request with tracing on vs off; per scenario, by pair (traced in "
           + ", ".join(slots) + "): " + ", ".join(f"{s} " + " / ".join(pct(r) for r in ratios)
-                                                 for s, ratios in per_pair.items()))
+                                                 for s, ratios in per_pair.items()) + spread)
     traces = report.get("traces") or {}
     lost = None if not traces else traces.get("missing", 0) + traces.get("duplicated", 0)
     check("traces lost or duplicated", lost, 0, "<=", "every request through (b) has exactly one trace")

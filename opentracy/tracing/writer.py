@@ -1,8 +1,8 @@
 """``TraceWriter``: gets trace records from the request path into the store, off the request path.
 
-``submit()`` only puts the record (or a builder of it) on a bounded in-memory queue. One background
-thread builds and encodes (sanitises) what came in every ``encode_interval`` (0.5 s) while records
-arrive, and sleeps while none do (the first ``submit()`` after a quiet spell wakes it); it appends
+``submit()`` only puts the record (a builder of it, or the row :meth:`TraceWriter.encode` made of it) on a
+bounded in-memory queue. One background thread builds and encodes (sanitises) what came in unencoded
+every ``encode_interval`` (0.5 s) while records arrive, and sleeps while none do (the first ``submit()`` after a quiet spell wakes it); it appends
 the encoded rows to the disk :class:`~opentracy.store.journal.Journal` (so a crash does not lose the
 batch being collected), and inserts them in one call per ``batch_size`` rows or ``flush_interval``
 seconds, whichever comes first. If the store fails, the batch goes to the disk :class:`~opentracy.store.Spool`
