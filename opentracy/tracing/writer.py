@@ -1,14 +1,15 @@
 """``TraceWriter``: gets trace records from the request path into the store, off the request path.
 
-``submit()`` only puts the record (a builder of it, or the row :meth:`TraceWriter.encode` made of it) on a
-bounded in-memory queue. One background thread builds and encodes (sanitises) what came in unencoded
-every ``encode_interval`` (0.5 s) while records arrive, and sleeps while none do (the first ``submit()`` after a quiet spell wakes it); it appends
-the encoded rows to the disk :class:`~opentracy.store.journal.Journal` (so a crash does not lose the
-batch being collected), and inserts them in one call per ``batch_size`` rows or ``flush_interval``
-seconds, whichever comes first. If the store fails, the batch goes to the disk :class:`~opentracy.store.Spool`
-and is replayed, oldest first, when the store answers again (retries back off from ``retry_min`` to
-``retry_max`` seconds). While anything is spooled, new batches are spooled behind it, so traces
-reach the store in submission order.
+``submit()`` only puts the record (a builder of it, or the row :meth:`TraceWriter.encode` made of it)
+on a bounded in-memory queue. One background thread builds and encodes (sanitises) what came in
+unencoded every ``encode_interval`` (0.5 s) while records arrive, and sleeps while none do (the first
+``submit()`` after a quiet spell wakes it); it appends the encoded rows to the disk
+:class:`~opentracy.store.journal.Journal` (so a crash does not lose the batch being collected), and
+inserts them in one call per ``batch_size`` rows or ``flush_interval`` seconds, whichever comes first.
+If the store fails, the batch goes to the disk :class:`~opentracy.store.Spool` and is replayed, oldest
+first, when the store answers again (retries back off from ``retry_min`` to ``retry_max`` seconds).
+While anything is spooled, new batches are spooled behind it, so traces reach the store in
+submission order.
 
 Guarantees and where they come from:
 
