@@ -11,6 +11,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import pytest
 
+from opentracy.store import TraceStore
 from tests.emulator import Emulator
 from tests.support import EngineProcess
 
@@ -19,6 +20,18 @@ from tests.support import EngineProcess
 def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The one chDB data directory of this test process (shared by every test file)."""
     return tmp_path_factory.getbasetemp() / "chdb"
+
+
+def database_store_fixture(database: str):  # type: ignore[no-untyped-def]
+    """A module-scoped ``shared_store`` fixture: the session's chDB path, in a database of its own."""
+
+    @pytest.fixture(scope="module")
+    def shared_store(chdb_path: Path):  # type: ignore[no-untyped-def]
+        store = TraceStore(f"chdb://{chdb_path}?database={database}")
+        yield store
+        store.close()
+
+    return shared_store
 
 
 def empty_store_fixture():  # type: ignore[no-untyped-def]

@@ -10,8 +10,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from opentracy.config import load_settings
 from opentracy.gateway.errors import APIError
 from opentracy.gateway.extras import RequestContext
@@ -19,14 +17,9 @@ from opentracy.routing.aliases import Route, Target
 from opentracy.routing.router import Attempt, RouteOutcome
 from opentracy.store import TraceStore
 from opentracy.tracing.gateway import GatewayTracer
-from tests.conftest import empty_store_fixture
+from tests.conftest import database_store_fixture, empty_store_fixture
 
-
-@pytest.fixture(scope="module")
-def shared_store(chdb_path: Path):
-    store = TraceStore(f"chdb://{chdb_path}?database=test_gateway_tracing")
-    yield store
-    store.close()
+shared_store = database_store_fixture("test_gateway_tracing")
 
 
 store = empty_store_fixture()

@@ -31,18 +31,14 @@ from opentracy.store.journal import Journal
 from opentracy.store.spool import Spool, SpoolLockedError
 from opentracy.tracing import TraceRecord, TraceWriter
 from opentracy.tracing.record import COLUMN_NAMES, row_from_jsonable, row_to_jsonable
-from tests.conftest import empty_store_fixture
+from tests.conftest import database_store_fixture, empty_store_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 METADATA = COLUMN_NAMES.index("metadata")
 ALIAS = COLUMN_NAMES.index("alias")
 
 
-@pytest.fixture(scope="module")
-def shared_store(chdb_path: Path):
-    store = TraceStore(f"chdb://{chdb_path}?database=test_writer")
-    yield store
-    store.close()
+shared_store = database_store_fixture("test_writer")
 
 
 store = empty_store_fixture()
