@@ -102,7 +102,8 @@ class GatewayTracer(Tracer):
         with a busy event loop for the GIL: measured writer + chDB threads 0.090 ms a request that way,
         0.029 with the rows encoded here (c=64, same process). ``call_soon`` runs it after the handler
         has returned, once the response is written (added p50 at c=1 stayed 1.78-1.86 ms, as before).
-        Redaction (regexes over every text) costs far more and stays off the event loop.
+        Redaction (regexes over every text) costs far more and stays off the event loop. Open question:
+        in process pairs at c=1 this work measured several times its ~25 us (bench/README.md).
         """
         ended = _Ended(time.time(), ctx.latency_ms())
         builder = functools.partial(build, ctx, ended, *args)
