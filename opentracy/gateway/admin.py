@@ -38,7 +38,7 @@ async def _store(request: Request) -> Any:
     store = getattr(tracer, "store", None)
     if store is None:
         raise APIError(404, "Tracing is off on this engine (OPENTRACY_TRACING=false).", code="tracing_disabled")
-    await run_in_threadpool(tracer.writer.flush, 5.0)
+    await run_in_threadpool(tracer.flush, 5.0)
     return store
 
 

@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("opentracy.tracing")
 
+ENCODE_DELAY = 0.05
+"""Seconds a record may wait on the event loop to be encoded with others (see GatewayTracer._later)."""
+ENCODE_BATCH = 64
+"""Records encoded at once, at most: ~2-3 ms of the event loop, and the cap on what the delay holds."""
+
 
 class GatewayTracer(Tracer):
     """Owns the trace path for one server process: open at start, ``close()`` flushes."""
@@ -49,6 +54,8 @@ class GatewayTracer(Tracer):
         self.writer = TraceWriter(store, Path(options.data_dir) / "spool", spool_max_bytes=options.spool_max_bytes,
                                   flush_interval=options.trace_flush_interval, scrub=self._scrub_text)
         self._aliases = frozenset(settings.aliases)
+        self._pending: list[Callable[[], TraceRecord]] = []  # builders waiting for encode_pending()
+        self._pending_lock = threading.Lock()
         self._auth_failures = 0
         self._lock = threading.Lock()
         self._closed = False
@@ -93,35 +100,51 @@ class GatewayTracer(Tracer):
         self._later(self._stream_ended, ctx, outcome, payload, result)
 
     def _later(self, build: Callable[..., TraceRecord], ctx: "RequestContext", *args: Any) -> None:
-        """Build and encode the record on the event loop right after this request's response, or, with PII
-        redaction on, on the writer thread.
+        """Queue a builder of the record; the event loop builds and encodes the queued ones together, at
+        most ``ENCODE_DELAY`` later. With PII redaction on, the writer thread builds them.
 
-        Why on the event loop (bench/README.md, "Session 7"): there the request's objects are still in
-        cache and are freed at once. Handed to the writer thread as builders, they were kept for up to
-        an encode interval, encoded cache-cold (to_row ~16 us there vs ~10 here) and the writer competed
-        with a busy event loop for the GIL: measured writer + chDB threads 0.090 ms a request that way,
-        0.029 with the rows encoded here (c=64, same process). ``call_soon`` runs it after the handler
-        has returned, once the response is written (added p50 at c=1 stayed 1.78-1.86 ms, as before).
-        Redaction (regexes over every text) costs far more and stays off the event loop. Open question:
-        in process pairs at c=1 this work measured several times its ~25 us (bench/README.md).
+        Why batches on the event loop (bench/README.md, "Session 8"): a record costs ~30 us of Python
+        to build and encode when that code is warm, three times that when it runs once per request
+        between the gateway's own code (measured in the server at c=1), and a writer thread doing it
+        makes the event loop hand the GIL across cores. A batch runs warm and uninterrupted; the
+        request's objects are kept for at most ``ENCODE_DELAY``. Redaction (regexes over every text)
+        costs far more and stays off the event loop.
         """
-        ended = _Ended(time.time(), ctx.latency_ms())
-        builder = functools.partial(build, ctx, ended, *args)
+        builder = functools.partial(build, ctx, _Ended(time.time(), ctx.latency_ms()), *args)
         if self.policy.redact:
             self.writer.submit(builder)
             return
+        with self._pending_lock:
+            self._pending.append(builder)
+            waiting = len(self._pending)
+        if waiting not in (1, ENCODE_BATCH):
+            return  # a batch is open: its timer (or the call for a full batch) encodes this one too
         try:
-            asyncio.get_running_loop().call_soon(self._encode, builder)
-        except RuntimeError:  # not called from the event loop (no running loop): encode now
-            self._encode(builder)
-
-    def _encode(self, builder: Callable[[], TraceRecord]) -> None:
-        try:
-            row = self.writer.encode(builder())
-        except Exception:  # builders and to_row() do not raise; if one does, the writer retries and counts it
-            self.writer.submit(builder)
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not called from an event loop: encode now
+            self.encode_pending()
             return
-        self.writer.submit(row)
+        if waiting == 1:
+            loop.call_later(ENCODE_DELAY, self.encode_pending)
+        else:
+            loop.call_soon(self.encode_pending)
+
+    def encode_pending(self) -> None:
+        """Build and encode the queued records and hand the rows to the writer. Safe on any thread."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        for builder in pending:
+            try:
+                row = self.writer.encode(builder())
+            except Exception:  # builders and to_row() do not raise; if one does, the writer retries and counts it
+                self.writer.submit(builder)
+                continue
+            self.writer.submit(row)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Write out everything traced so far (to the store, or the spool if it is down)."""
+        self.encode_pending()
+        return self.writer.flush(timeout)
 
     # -- builders (event loop, after the response; the writer thread when redacting) ------------
 
@@ -202,6 +225,7 @@ class GatewayTracer(Tracer):
         if self._closed:
             return
         self._closed = True
+        self.encode_pending()
         self.writer.close()
         self.store.close()
 
@@ -227,7 +251,7 @@ class GatewayTracer(Tracer):
 
 
 class _Ended(NamedTuple):
-    """When the request path finished with a request: the builder runs later, on the writer thread."""
+    """When the request path finished with a request: the builder runs later (encode_pending())."""
 
     time: float  # epoch seconds
     latency_ms: float
