@@ -88,6 +88,9 @@ class StoreLockedError(StoreError):
         self.path = path
         self.pid = pid
 
+    def __reduce__(self) -> tuple[Any, ...]:  # raised in the store's process, re-raised in the server's
+        return type(self), (self.path, self.pid)
+
 
 class AmbiguousTraceIdError(StoreError, LookupError):
     """A trace id prefix that matches more than one trace."""
@@ -97,6 +100,9 @@ class AmbiguousTraceIdError(StoreError, LookupError):
                          "give more characters")
         self.prefix = prefix
         self.matches = matches
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.prefix, self.matches)
 
 
 @dataclass(frozen=True, slots=True)

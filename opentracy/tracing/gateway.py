@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
 from opentracy import __version__
 from opentracy.config import Settings
-from opentracy.store import TraceStore
+from opentracy.store import TraceStore, parse_store_url
+from opentracy.store.process import StoreProcess
 from opentracy.tracing.policy import TracePolicy
 from opentracy.tracing.record import PARAMS_NOT_RECORDED, TraceRecord
 from opentracy.tracing.tracer import Tracer
@@ -46,7 +47,7 @@ ENCODE_BATCH = 64
 class GatewayTracer(Tracer):
     """Owns the trace path for one server process: open at start, ``close()`` flushes."""
 
-    def __init__(self, settings: Settings, store: TraceStore) -> None:
+    def __init__(self, settings: Settings, store: TraceStore | StoreProcess) -> None:
         options = settings.engine
         self.store = store
         self.policy = _policy(settings)
@@ -64,9 +65,10 @@ class GatewayTracer(Tracer):
     def open(cls, settings: Settings) -> "GatewayTracer":
         """Open the store (migrating it) and start the writer; raises StoreError/StoreLockedError."""
         options = settings.engine
-        store = TraceStore(options.clickhouse_url, ttl_days=options.trace_ttl_days,
-                           require_connection=False)
-        return cls(settings, store)
+        if parse_store_url(options.clickhouse_url).embedded:  # chDB: in a process of its own (see there)
+            return cls(settings, StoreProcess(options.clickhouse_url, ttl_days=options.trace_ttl_days))
+        return cls(settings, TraceStore(options.clickhouse_url, ttl_days=options.trace_ttl_days,
+                                        require_connection=False))
 
     def reconfigure(self, settings: Settings) -> None:
         self.policy = _policy(settings)  # the store itself (URL, TTL) changes only with a restart

@@ -1,0 +1,198 @@
+"""What tracing costs, measured precisely: two engines under one request stream, one request each in turn.
+
+    python bench/trace_ab.py                       # (b) tracing on vs (c) off, JSON and stream, c=1 and 64
+    python bench/trace_ab.py --aa                  # both off: the harness's own bias (~+1 %)
+    python bench/trace_ab.py --scenarios json-1 --env-for ot_trace:OPENTRACY_TRACE_CONTENT=false
+
+Why next to ``run.py``: ``run.py`` compares the traced and untraced engine in blocks of requests, one
+engine at a time, and the machine's speed drifts between blocks (here, on a shared VM, by ±10 % from
+one second to the next); its tracing figure has a standard error of 2.4-4 points even over 8 process
+pairs. Here each client lane sends a request to one engine, then the same request to the other, so
+both engines see the same moments; CPU is each thread's run time from ``/proc/<pid>/task/*/schedstat``
+(nanoseconds) per chunk of requests. The standard error over chunks is ~3 µs per request at c=1.
+What is left is the process pair itself (memory layout, which engine starts first): ``--aa`` shows it,
+and ``--pairs`` averages over fresh pairs with the traced slot swapped.
+
+Output: per scenario, CPU per request of the event-loop thread and of the whole process, the
+difference (traced minus untraced) with its standard error, and the mean over scenarios; the JSON
+goes to ``bench/results/trace-ab-<stamp>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import procstat  # noqa: E402
+import run as bench  # noqa: E402 - the benchmark's process handling, config and constants
+
+SLOTS = ("ot_trace", "ot_notrace")
+SCENARIOS = {"json-1": (False, 1), "json-64": (False, 64), "stream-1": (True, 1), "stream-64": (True, 64)}
+
+
+def cpu_ns(pid: int) -> tuple[int, int]:
+    """(event-loop thread, all threads of the process and its children) CPU time so far, in nanoseconds."""
+    def run_time(process: int, tid: str) -> int:
+        with open(f"/proc/{process}/task/{tid}/schedstat") as handle:
+            return int(handle.read().split()[0])
+
+    total = 0
+    for process in procstat.tree(pid):
+        try:
+            for tid in os.listdir(f"/proc/{process}/task"):
+                total += run_time(process, tid)
+        except OSError:  # the thread or process ended meanwhile
+            pass
+    return run_time(pid, str(pid)), total
+
+
+async def measure(urls: dict[str, str], pids: dict[str, int], stream: bool, concurrency: int,
+                  chunks: int, per_lane: int) -> dict[str, dict[str, list[float]]]:
+    """CPU ms per request, per chunk and slot. ``concurrency`` requests in flight at each engine."""
+    import aiohttp
+
+    body = {"model": bench.MODEL, "messages": bench.MESSAGES}
+    if stream:
+        body["stream"] = True
+    data = json.dumps(body).encode()
+    headers = {"content-type": "application/json", "authorization": f"Bearer {bench.ENGINE_KEY}"}
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def one(slot: str) -> None:
+            async with session.post(urls[slot], data=data, headers=headers) as resp:
+                text = await resp.read()
+                if resp.status != 200 or not (b"[DONE]" in text if stream else b'"choices"' in text):
+                    raise RuntimeError(f"{slot}: HTTP {resp.status}: {text[:200]!r}")
+
+        async def lane(offset: int) -> None:
+            for i in range(per_lane):  # A then B, then B then A: neither engine always goes first
+                first, second = SLOTS if (i + offset) % 2 == 0 else SLOTS[::-1]
+                await one(first)
+                await one(second)
+
+        lanes = 2 * concurrency  # each lane has one request in flight, at either engine
+        for _ in range(2):  # warm-up
+            await asyncio.gather(*(lane(k) for k in range(lanes)))
+        out: dict[str, dict[str, list[float]]] = {s: {"main": [], "all": []} for s in SLOTS}
+        for _ in range(chunks):
+            before = {s: cpu_ns(pids[s]) for s in SLOTS}
+            await asyncio.gather(*(lane(k) for k in range(lanes)))
+            after = {s: cpu_ns(pids[s]) for s in SLOTS}
+            n = per_lane * lanes  # requests per engine in the chunk
+            for s in SLOTS:
+                out[s]["main"].append((after[s][0] - before[s][0]) / n / 1e6)
+                out[s]["all"].append((after[s][1] - before[s][1]) / n / 1e6)
+        return out
+
+
+def summarize(samples: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for kind in ("main", "all"):
+        traced, plain = samples["ot_trace"][kind], samples["ot_notrace"][kind]
+        diffs = [a - b for a, b in zip(traced, plain)]
+        base = statistics.mean(plain)
+        result[kind] = {"traced_ms": statistics.mean(traced), "untraced_ms": base,
+                        "diff_us": 1e3 * statistics.mean(diffs),
+                        "se_us": 1e3 * statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0,
+                        "overhead": statistics.mean(diffs) / base, "chunks_diff_us": [round(1e3 * d, 1) for d in diffs]}
+    return result
+
+
+def run_pair(args: argparse.Namespace, traced_slot: str) -> dict[str, Any]:
+    """One fresh process pair; ``traced_slot`` is the slot whose engine traces (the other does not)."""
+    env_for = list(args.env_for)
+    if args.aa:
+        env_for.append("ot_trace:OPENTRACY_TRACING=false")
+    elif traced_slot == "ot_notrace":  # swap: the engine started second traces
+        env_for += ["ot_trace:OPENTRACY_TRACING=false", "ot_notrace:OPENTRACY_TRACING=true"]
+    argv = ["--quick", "--startup-runs", "1", "--skip", "proxy", "--skip", "sdk", "--delay-ms", str(args.delay_ms)]
+    for item in args.server_env:
+        argv += ["--server-env", item]
+    for item in env_for:
+        argv += ["--env-for", item]
+    runner = bench.Bench(bench.parse_args(argv))
+    try:
+        runner.start()
+        urls = {s: runner.urls_ot[s] + "/v1/chat/completions" for s in SLOTS}
+        pids = {s: runner.procs[s].pid for s in SLOTS}
+        results = {}
+        for name in args.scenarios:
+            stream, concurrency = SCENARIOS[name]
+            per_lane = max(1, args.requests // (2 * concurrency) // (4 if stream else 1))
+            samples = asyncio.run(measure(urls, pids, stream, concurrency, args.chunks, per_lane))
+            if traced_slot == "ot_notrace" and not args.aa:
+                samples = {"ot_trace": samples["ot_notrace"], "ot_notrace": samples["ot_trace"]}
+            results[name] = summarize(samples)
+            line = results[name]["all"]
+            runner.log(f"{name}: traced {line['traced_ms']:.3f} vs {line['untraced_ms']:.3f} ms CPU/request, "
+                       f"{line['diff_us']:+.1f} us (se {line['se_us']:.1f}) = {100 * line['overhead']:+.1f} %")
+        return {"traced_slot": traced_slot, "scenarios": results}
+    finally:
+        for name in list(runner.procs):
+            runner.procs.pop(name).stop()
+        shutil.rmtree(runner.work, ignore_errors=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--scenarios", type=lambda s: s.split(","), default=list(SCENARIOS),
+                        help=f"comma-separated, of {', '.join(SCENARIOS)} (default all)")
+    parser.add_argument("--chunks", type=int, default=20, help="measured chunks per scenario (default 20)")
+    parser.add_argument("--requests", type=int, default=400,
+                        help="requests per engine per chunk for JSON (default 400; streams a quarter)")
+    parser.add_argument("--pairs", type=int, default=2, help="fresh process pairs, traced slot alternating (default 2)")
+    parser.add_argument("--aa", action="store_true", help="both engines untraced: the harness's own bias")
+    parser.add_argument("--delay-ms", type=int, default=0, help="emulator latency before every answer")
+    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--env-for", action="append", default=[], metavar="SLOT:KEY=VALUE",
+                        help="environment for one engine (ot_trace: the traced one in the first pair)")
+    parser.add_argument("--out", type=Path, help="JSON path (default bench/results/trace-ab-<stamp>.json)")
+    args = parser.parse_args(argv)
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.chdir(bench.REPO)
+    started = time.time()
+    pairs = [run_pair(args, SLOTS[i % 2]) for i in range(args.pairs)]
+    report: dict[str, Any] = {"stamp": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started)), "aa": args.aa,
+                              "args": {k: str(v) for k, v in vars(args).items()}, "pairs": pairs,
+                              "versions": bench.versions(""), "duration_s": round(time.time() - started, 1)}
+    print(f"\n{'A/A (both untraced)' if args.aa else 'tracing on vs off'}: CPU per request, "
+          f"{args.pairs} fresh process pair(s), requests alternating between the two engines")
+    print(f"{'scenario':10s} {'thread':6s} {'traced ms':>9s} {'untraced':>9s} {'diff us':>8s} {'se':>5s} {'overhead':>9s}  by pair")
+    means = []
+    for name in args.scenarios:
+        for kind in ("main", "all"):
+            rows = [pair["scenarios"][name][kind] for pair in pairs]
+            overhead = statistics.mean(r["overhead"] for r in rows)
+            if kind == "all":
+                means.append(overhead)
+            print(f"{name:10s} {'loop' if kind == 'main' else 'all':6s} {statistics.mean(r['traced_ms'] for r in rows):9.3f} "
+                  f"{statistics.mean(r['untraced_ms'] for r in rows):9.3f} {statistics.mean(r['diff_us'] for r in rows):+8.1f} "
+                  f"{statistics.mean(r['se_us'] for r in rows):5.1f} {100 * overhead:+8.1f}%  "
+                  + " ".join(f"{100 * r['overhead']:+.1f}%" for r in rows))
+    report["mean_overhead"] = statistics.mean(means)
+    print(f"mean over scenarios (all threads): {100 * report['mean_overhead']:+.1f} %")
+    out = args.out or bench.RESULTS / f"trace-ab-{report['stamp']}{'-aa' if args.aa else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

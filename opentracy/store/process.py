@@ -1,0 +1,169 @@
+"""The embedded store (chDB) of a running server, in a child process of its own.
+
+Why not in the server's process: chDB loaded there made the server's own code slower on every
+request, whatever tracing did. Measured with ``bench/trace_ab.py`` (two untraced engines, requests
+alternating): importing chDB alone cost the event loop ~18 us per JSON request, a chDB session
+open in it ~30 us (~2.5 % of the request), with its ~12 threads and ~300 MB of RSS in the process.
+A traced server whose store lived in a child measured ~30 us less CPU per JSON request in total,
+the child's CPU included (bench/README.md, "Session 8").
+
+The child is ``python -m opentracy.store.process``: it imports the store and nothing of the server
+(a :mod:`multiprocessing` spawn would re-import the server's main module, litellm included). It
+serves one :class:`TraceStore` through :mod:`multiprocessing.managers` on a Unix socket, with an
+authentication key the parent passes on stdin. The server calls it once per insert of a batch of
+rows, per read and per ping. The child dies with its parent, even after ``kill -9``: it would
+otherwise keep the data directory locked against the next server on it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from multiprocessing.managers import BaseManager
+from typing import Any, Sequence
+
+from opentracy.store.clickhouse import StoreError, StoreURL, TraceStore, parse_store_url
+from opentracy.tracing.record import DEFAULT_MAX_TEXT_BYTES
+
+START_TIMEOUT = 60.0  # seconds for the child to import chDB and open (migrate) the store
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+_CALLS = frozenset({"insert_rows", "query_traces", "get_trace", "count", "ping", "select", "close"})
+
+
+class _Served:
+    """What the child serves: its store, once ``open()`` made it. A method's exception reaches the
+    server as itself (StoreLockedError, ...); a served object's constructor's would arrive as a
+    generic RemoteError, hence ``open()`` rather than serving TraceStore directly."""
+
+    def __init__(self) -> None:
+        self._store: TraceStore | None = None
+
+    def open(self, url: str, ttl_days: int | None) -> None:
+        self._store = TraceStore(url, ttl_days=ttl_days)
+
+    def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self._store is None or name not in _CALLS:
+            raise StoreError(f"trace store: {name}() is not available")
+        return getattr(self._store, name)(*args, **kwargs)
+
+
+class _StoreManager(BaseManager):
+    """Serves one :class:`_Served` store from the child process."""
+
+
+_StoreManager.register("Served", _Served, exposed=("open", "call"))
+
+
+class StoreProcess:
+    """A :class:`TraceStore` in a child process, with the methods the server uses.
+
+    Thread-safe like the store itself: each calling thread gets its own connection to the child.
+    """
+
+    def __init__(self, url: str, *, ttl_days: int | None = None) -> None:
+        """Start the child and open (migrate) the store in it; raises what ``TraceStore()`` raises."""
+        self.url: StoreURL = parse_store_url(url)
+        self.max_text_bytes = DEFAULT_MAX_TEXT_BYTES
+        self._closed = False
+        authkey = secrets.token_bytes(32)
+        self._child = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True)
+        try:
+            address = self._handshake(authkey)
+            manager = _StoreManager(address=address, authkey=authkey)
+            manager.connect()
+            self._served: Any = manager.Served()  # type: ignore[attr-defined]
+            self._served.open(url, ttl_days)
+        except BaseException:
+            self._stop()
+            raise
+
+    def _handshake(self, authkey: bytes) -> str:
+        assert self._child.stdin is not None and self._child.stdout is not None
+        self._child.stdin.write(authkey.hex() + "\n")
+        self._child.stdin.close()
+        line = self._child.stdout.readline()  # the child writes its address once it listens
+        self._child.stdout.close()
+        if not line:
+            raise StoreError(f"the trace store's process exited at start (code {self._child.wait(5)})")
+        return str(json.loads(line)["address"])
+
+    def insert_rows(self, rows: Sequence[Sequence[Any]], *, dedup_token: str | None = None) -> int:
+        return self._call("insert_rows", rows, dedup_token=dedup_token)
+
+    def query_traces(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return self._call("query_traces", *args, **kwargs)
+
+    def get_trace(self, trace_id: str) -> dict[str, Any] | None:
+        return self._call("get_trace", trace_id)
+
+    def count(self) -> int:
+        return self._call("count")
+
+    def select(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return self._call("select", sql, params)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._call("ping"))
+        except StoreError:
+            return False
+
+    def close(self) -> None:
+        """Close the store in the child, then stop the child. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._served.call("close", (), {})
+        except Exception:  # the child is gone already: nothing left to close
+            pass
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._child.poll() is None:
+            self._child.terminate()
+            try:
+                self._child.wait(10)
+            except subprocess.TimeoutExpired:
+                self._child.kill()
+                self._child.wait()
+
+    def __repr__(self) -> str:
+        return f"StoreProcess({str(self.url)!r})"
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if self._closed:
+            raise StoreError(f"trace store {self.url} is closed")
+        try:
+            return self._served.call(name, args, kwargs)
+        except (EOFError, OSError) as exc:  # the child died: the writer spools, reads fail clearly
+            raise StoreError(f"the trace store's process is gone ({type(exc).__name__}: {exc})") from exc
+
+
+def _serve() -> None:
+    """The child: die with the parent, serve the store until terminated."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (AttributeError, OSError):  # not Linux: the child then outlives a parent killed with -9
+        pass
+    authkey = bytes.fromhex(sys.stdin.readline().strip())
+    if not authkey:  # the parent died before the handshake
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent closes us
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server = _StoreManager(address=None, authkey=authkey).get_server()  # a fresh Unix socket
+    print(json.dumps({"address": server.address}), flush=True)
+    os.dup2(2, 1)  # anything printed later goes to the server's stderr, not the closed handshake pipe
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    _serve()
