@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from opentracy.store.spool import SEGMENT_SUFFIX
 from tests.conftest import engine_config
 from tests.emulator import Emulator, Fault
 from tests.support import FAKE_KEYS, EngineProcess
@@ -226,6 +227,52 @@ def test_sigterm_flushes_queued_traces(emu: Emulator, tmp_path: Path) -> None:
             ._routing["trace_id"] for i in range(20)}  # type: ignore[attr-defined]
     assert engine.stop() in GRACEFUL
     assert {r["trace_id"] for r in count_with_cli(engine.data_dir, engine.config)} == sent
+
+
+def _store_process(engine: EngineProcess) -> int:
+    """The pid of the server's embedded-store process (opentracy/store/process.py)."""
+    assert engine.proc is not None
+    children = Path(f"/proc/{engine.proc.pid}/task/{engine.proc.pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+def _running(pid: int) -> bool:
+    try:  # an orphan's zombie may wait for a reaper that never comes (PID 1 in a container): not running
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_to_the_whole_process_group_still_stores_every_trace(emu: Emulator, tmp_path: Path) -> None:
+    """The embedded store runs in a child of the server. A SIGTERM to the process group (`timeout`,
+    supervisors that signal the group) reaches that child too; it must stay until the server has
+    written out its queued traces through it."""
+    engine = start_engine(emu, tmp_path)
+    client = openai.OpenAI(base_url=engine.base_url, api_key="unused", max_retries=0)
+    sent = {client.chat.completions.create(model="demo", messages=[{"role": "user", "content": str(i)}])
+            ._routing["trace_id"] for i in range(10)}  # type: ignore[attr-defined]
+    child = _store_process(engine)
+    os.kill(child, signal.SIGTERM)  # first, as a group signal may arrive
+    assert engine.stop() in GRACEFUL
+    assert not list((engine.data_dir / "spool").glob(f"*{SEGMENT_SUFFIX}"))  # inserted, not spooled for later
+    assert {r["trace_id"] for r in count_with_cli(engine.data_dir, engine.config)} == sent
+
+
+def test_the_store_process_does_not_outlive_a_killed_server(emu: Emulator, tmp_path: Path) -> None:
+    """After kill -9 of the server its store process must go too: it would hold the data directory."""
+    engine = start_engine(emu, tmp_path)
+    child = _store_process(engine)
+    assert engine.proc is not None
+    engine.proc.kill()
+    engine.proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(child)
+    engine.start()  # the same data directory: not locked
+    assert httpx.get(f"{engine.url}/health", timeout=5).json()["tracing"]["store_up"] is not False
+    engine.stop()
 
 
 def test_traces_cli_after_a_crash_shows_the_last_requests(emu: Emulator, tmp_path: Path) -> None:

@@ -11,8 +11,10 @@ The child is ``python -m opentracy.store.process``: it imports the store and not
 (a :mod:`multiprocessing` spawn would re-import the server's main module, litellm included). It
 serves one :class:`TraceStore` through :mod:`multiprocessing.managers` on a Unix socket, with an
 authentication key the parent passes on stdin. The server calls it once per insert of a batch of
-rows, per read and per ping. The child dies with its parent, even after ``kill -9``: it would
-otherwise keep the data directory locked against the next server on it.
+rows, per read and per ping. The child dies with its parent, even after ``kill -9``
+(``PR_SET_PDEATHSIG``): it would otherwise keep the data directory locked against the next server.
+It ignores SIGINT and SIGTERM: a signal to the whole process group reaches the server too, which
+writes out its queued traces through the child before closing it.
 """
 
 from __future__ import annotations
@@ -129,12 +131,8 @@ class StoreProcess:
 
     def _stop(self) -> None:
         if self._child.poll() is None:
-            self._child.terminate()
-            try:
-                self._child.wait(10)
-            except subprocess.TimeoutExpired:
-                self._child.kill()
-                self._child.wait()
+            self._child.kill()  # the store is closed (or unreachable); the child ignores SIGTERM
+            self._child.wait()
 
     def __repr__(self) -> str:
         return f"StoreProcess({str(self.url)!r})"
@@ -149,16 +147,18 @@ class StoreProcess:
 
 
 def _serve() -> None:
-    """The child: die with the parent, serve the store until terminated."""
+    """The child: serve the store until the parent closes it, or dies."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (AttributeError, OSError):  # not Linux: the child then outlives a parent killed with -9
         pass
     authkey = bytes.fromhex(sys.stdin.readline().strip())
     if not authkey:  # the parent died before the handshake
         return
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent closes us
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Ctrl-C, and SIGTERM sent to the whole process group, reach the server too: it writes out its
+    # queued traces through this process before closing it, so this process must still be here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     server = _StoreManager(address=None, authkey=authkey).get_server()  # a fresh Unix socket
     print(json.dumps({"address": server.address}), flush=True)
     os.dup2(2, 1)  # anything printed later goes to the server's stderr, not the closed handshake pipe
