@@ -105,10 +105,10 @@ class GatewayTracer(Tracer):
         """Queue a builder of the record; the event loop builds and encodes the queued ones together, at
         most ``ENCODE_DELAY`` later. With PII redaction on, the writer thread builds them.
 
-        Why batches on the event loop (bench/README.md, "Session 8"): a record costs ~30 us of Python
-        to build and encode when that code is warm, three times that when it runs once per request
-        between the gateway's own code (measured in the server at c=1), and a writer thread doing it
-        makes the event loop hand the GIL across cores. A batch runs warm and uninterrupted; the
+        Why batches on the event loop (bench/README.md, "Session 8"): building and encoding a record
+        costs ~19 us of Python hot in a loop, ~116 us in the server when it runs once per request
+        between the gateway's own code, 55-60 us there in batches (measured at c=1); a writer thread
+        doing it makes the event loop hand the GIL across cores. A batch runs warm and uninterrupted; the
         request's objects are kept for at most ``ENCODE_DELAY``. Redaction (regexes over every text)
         costs far more and stays off the event loop.
         """
