@@ -23,6 +23,7 @@ import ctypes
 import json
 import os
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -32,10 +33,8 @@ from typing import Any, Sequence
 from opentracy.store.clickhouse import StoreError, StoreURL, TraceStore, parse_store_url
 from opentracy.tracing.record import DEFAULT_MAX_TEXT_BYTES
 
-START_TIMEOUT = 60.0  # seconds for the child to import chDB and open (migrate) the store
+START_TIMEOUT = 60.0  # seconds for the child to start listening (it imports chDB first)
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
 _CALLS = frozenset({"insert_rows", "query_traces", "get_trace", "count", "ping", "select", "close"})
 
 
@@ -91,6 +90,8 @@ class StoreProcess:
         assert self._child.stdin is not None and self._child.stdout is not None
         self._child.stdin.write(authkey.hex() + "\n")
         self._child.stdin.close()
+        if not select.select([self._child.stdout], [], [], START_TIMEOUT)[0]:
+            raise StoreError(f"the trace store's process did not start within {START_TIMEOUT:g} s")
         line = self._child.stdout.readline()  # the child writes its address once it listens
         self._child.stdout.close()
         if not line:
