@@ -40,11 +40,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
-
-import clickhouse_connect
-from clickhouse_connect.driver.client import Client
 
 from opentracy.store.migrations import (
     TRACES_TABLE,
@@ -61,6 +58,11 @@ from opentracy.tracing.record import (
     decode_columns,
     utc_now,
 )
+
+# clickhouse-connect (and the numpy, pandas and pyarrow it loads) is imported on connect, not on import:
+# a server whose store runs in another process (store/process.py) never loads it.
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
 
 log = logging.getLogger(__name__)
 
@@ -374,6 +376,8 @@ def _connect_server(url: StoreURL, connect_timeout: float, send_receive_timeout:
     # clickhouse-connect logs "Unexpected Http Driver Exception" on every failed request; the writer
     # already reports store outages once per retry window with counts, so keep its logger quiet.
     logging.getLogger("clickhouse_connect.driver.httpclient").setLevel(logging.CRITICAL)
+    import clickhouse_connect
+
     try:
         client = clickhouse_connect.get_client(
             interface=url.scheme, host=url.host, port=url.port, username=url.username, password=url.password,
@@ -390,6 +394,8 @@ def _connect_chdb(path: str) -> Client:
     holder = _foreign_holder(path)
     if holder is not None:  # checked first: chDB's own failure is vague and noisy on stderr
         raise StoreLockedError(path, holder or None)
+    import clickhouse_connect
+
     try:
         return clickhouse_connect.get_client(interface="chdb", path=path, tz_mode="aware", chdb_options=CHDB_OPTIONS)
     except Exception as exc:

@@ -20,10 +20,12 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from clickhouse_connect.driver.client import Client
+from typing import TYPE_CHECKING
 
 from opentracy.tracing.record import COLUMNS, column_definitions
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
 
 log = logging.getLogger(__name__)
 
