@@ -232,8 +232,9 @@ def test_sigterm_flushes_queued_traces(emu: Emulator, tmp_path: Path) -> None:
 def _store_process(engine: EngineProcess) -> int:
     """The pid of the server's embedded-store process (opentracy/store/process.py)."""
     assert engine.proc is not None
-    children = Path(f"/proc/{engine.proc.pid}/task/{engine.proc.pid}/children").read_text().split()
-    assert len(children) == 1, children
+    tasks = Path(f"/proc/{engine.proc.pid}/task")
+    children = [pid for task in tasks.iterdir() for pid in (task / "children").read_text().split()]
+    assert len(children) == 1, children  # started by whichever thread (re)started it
     return int(children[0])
 
 
@@ -273,6 +274,26 @@ def test_the_store_process_does_not_outlive_a_killed_server(emu: Emulator, tmp_p
     engine.start()  # the same data directory: not locked
     assert httpx.get(f"{engine.url}/health", timeout=5).json()["tracing"]["store_up"] is not False
     engine.stop()
+
+
+def test_a_store_process_that_dies_is_replaced_and_no_trace_is_lost(emu: Emulator, tmp_path: Path) -> None:
+    """The OOM killer (or a crash) takes the embedded store's process: the server starts a new one on
+    its next store call and every trace, before and after, is readable through the running server."""
+    engine = start_engine(emu, tmp_path)
+    client = openai.OpenAI(base_url=engine.base_url, api_key="unused", max_retries=0)
+
+    def send(n: int) -> set[str]:
+        return {client.chat.completions.create(model="demo", messages=[{"role": "user", "content": str(i)}])
+                ._routing["trace_id"] for i in range(n)}  # type: ignore[attr-defined]
+
+    sent = send(5)
+    first = _store_process(engine)
+    os.kill(first, signal.SIGKILL)
+    sent |= send(5)
+    assert {r["trace_id"] for r in count_with_cli(engine.data_dir, engine.config)} == sent  # via the server
+    second = _store_process(engine)
+    assert second != first and _running(second)
+    assert engine.stop() in GRACEFUL
 
 
 def test_traces_cli_after_a_crash_shows_the_last_requests(emu: Emulator, tmp_path: Path) -> None:

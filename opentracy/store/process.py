@@ -11,30 +11,34 @@ The child is ``python -m opentracy.store.process``: it imports the store and not
 (a :mod:`multiprocessing` spawn would re-import the server's main module, litellm included). It
 serves one :class:`TraceStore` through :mod:`multiprocessing.managers` on a Unix socket, with an
 authentication key the parent passes on stdin. The server calls it once per insert of a batch of
-rows, per read and per ping. The child dies with its parent, even after ``kill -9``
-(``PR_SET_PDEATHSIG``): it would otherwise keep the data directory locked against the next server.
+rows, per read and per ping. If the child dies (the OOM killer, a crash), the next call starts a new
+one; meanwhile the writer spools, and replays once the store answers. The child exits when its parent does, even after ``kill -9``
+(its stdin, the parent's end of a pipe, closes): it would otherwise keep the data directory locked
+against the next server.
 It ignores SIGINT and SIGTERM: a signal to the whole process group reaches the server too, which
 writes out its queued traces through the child before closing it.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
+import logging
 import os
 import secrets
 import select
 import signal
 import subprocess
 import sys
+import threading
 from multiprocessing.managers import BaseManager
 from typing import Any, Sequence
 
 from opentracy.store.clickhouse import StoreError, StoreURL, TraceStore, parse_store_url
 from opentracy.tracing.record import DEFAULT_MAX_TEXT_BYTES
 
+log = logging.getLogger(__name__)
+
 START_TIMEOUT = 60.0  # seconds for the child to start listening (it imports chDB first)
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _CALLS = frozenset({"insert_rows", "query_traces", "get_trace", "count", "ping", "select", "close"})
 
 
@@ -72,7 +76,12 @@ class StoreProcess:
         """Start the child and open (migrate) the store in it; raises what ``TraceStore()`` raises."""
         self.url: StoreURL = parse_store_url(url)
         self.max_text_bytes = DEFAULT_MAX_TEXT_BYTES
+        self._options = (url, ttl_days)
         self._closed = False
+        self._restart_lock = threading.Lock()
+        self._start()
+
+    def _start(self) -> None:
         authkey = secrets.token_bytes(32)
         self._child = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, text=True)
@@ -80,16 +89,17 @@ class StoreProcess:
             address = self._handshake(authkey)
             manager = _StoreManager(address=address, authkey=authkey)
             manager.connect()
-            self._served: Any = manager.Served()  # type: ignore[attr-defined]
-            self._served.open(url, ttl_days)
+            served: Any = manager.Served()  # type: ignore[attr-defined]
+            served.open(*self._options)
         except BaseException:
             self._stop()
             raise
+        self._served = served
 
     def _handshake(self, authkey: bytes) -> str:
         assert self._child.stdin is not None and self._child.stdout is not None
         self._child.stdin.write(authkey.hex() + "\n")
-        self._child.stdin.close()
+        self._child.stdin.flush()  # left open: the child exits when it closes (this process is gone)
         if not select.select([self._child.stdout], [], [], START_TIMEOUT)[0]:
             raise StoreError(f"the trace store's process did not start within {START_TIMEOUT:g} s")
         line = self._child.stdout.readline()  # the child writes its address once it listens
@@ -134,6 +144,8 @@ class StoreProcess:
         if self._child.poll() is None:
             self._child.kill()  # the store is closed (or unreachable); the child ignores SIGTERM
             self._child.wait()
+        if self._child.stdin is not None:
+            self._child.stdin.close()
 
     def __repr__(self) -> str:
         return f"StoreProcess({str(self.url)!r})"
@@ -141,21 +153,29 @@ class StoreProcess:
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         if self._closed:
             raise StoreError(f"trace store {self.url} is closed")
+        if self._child.poll() is not None:
+            self._restart()
         try:
             return self._served.call(name, args, kwargs)
-        except (EOFError, OSError) as exc:  # the child died: the writer spools, reads fail clearly
+        except (EOFError, OSError) as exc:  # it died during the call: the writer spools and retries
             raise StoreError(f"the trace store's process is gone ({type(exc).__name__}: {exc})") from exc
+
+    def _restart(self) -> None:
+        """A new child after the last one died (OOM killer, a crash): the next call, typically the
+        writer's retry, finds the store again and the spool replays into it."""
+        with self._restart_lock:
+            if self._child.poll() is None or self._closed:
+                return  # another thread restarted it, or close() is under way
+            log.warning("trace store process exited with %s; starting a new one", self._child.returncode)
+            self._start()
 
 
 def _serve() -> None:
     """The child: serve the store until the parent closes it, or dies."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (AttributeError, OSError):  # not Linux: the child then outlives a parent killed with -9
-        pass
     authkey = bytes.fromhex(sys.stdin.readline().strip())
     if not authkey:  # the parent died before the handshake
         return
+    threading.Thread(target=_exit_with_parent, name="exit-with-parent", daemon=True).start()
     # Ctrl-C, and SIGTERM sent to the whole process group, reach the server too: it writes out its
     # queued traces through this process before closing it, so this process must still be here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -164,6 +184,14 @@ def _serve() -> None:
     print(json.dumps({"address": server.address}), flush=True)
     os.dup2(2, 1)  # anything printed later goes to the server's stderr, not the closed handshake pipe
     server.serve_forever()
+
+
+def _exit_with_parent() -> None:
+    """Exit once stdin ends: the parent keeps its end open while it lives, and the kernel closes it
+    when the parent process dies, ``kill -9`` included (whichever of its threads started this one)."""
+    while os.read(0, 4096):
+        pass
+    os._exit(0)
 
 
 if __name__ == "__main__":
