@@ -12,11 +12,13 @@ The child is ``python -m opentracy.store.process``: it imports the store and not
 serves one :class:`TraceStore` through :mod:`multiprocessing.managers` on a Unix socket, with an
 authentication key the parent passes on stdin. The server calls it once per insert of a batch of
 rows, per read and per ping. If the child dies (the OOM killer, a crash), the next call starts a new
-one; meanwhile the writer spools, and replays once the store answers. The child exits when its parent does, even after ``kill -9``
-(its stdin, the parent's end of a pipe, closes): it would otherwise keep the data directory locked
-against the next server.
-It ignores SIGINT and SIGTERM: a signal to the whole process group reaches the server too, which
-writes out its queued traces through the child before closing it.
+one; meanwhile the writer spools, and replays once the store answers.
+
+The child exits when its parent does, even after ``kill -9``: its stdin, the parent's end of a pipe,
+closes (``PR_SET_PDEATHSIG`` would fire when the *thread* that started it ends). Left running, it
+would keep the data directory locked against the next server. It ignores SIGINT and SIGTERM: a
+signal to the whole process group reaches the server too, which writes out its queued traces
+through the child before closing it.
 """
 
 from __future__ import annotations
