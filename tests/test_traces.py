@@ -253,9 +253,10 @@ def test_sigterm_to_the_whole_process_group_still_stores_every_trace(emu: Emulat
     client = openai.OpenAI(base_url=engine.base_url, api_key="unused", max_retries=0)
     sent = {client.chat.completions.create(model="demo", messages=[{"role": "user", "content": str(i)}])
             ._routing["trace_id"] for i in range(10)}  # type: ignore[attr-defined]
-    child = _store_process(engine)
-    os.kill(child, signal.SIGTERM)  # first, as a group signal may arrive
-    assert engine.stop() in GRACEFUL
+    try:
+        os.kill(_store_process(engine), signal.SIGTERM)  # first, as a group signal may arrive
+    finally:
+        assert engine.stop() in GRACEFUL
     assert not list((engine.data_dir / "spool").glob(f"*{SEGMENT_SUFFIX}"))  # inserted, not spooled for later
     assert {r["trace_id"] for r in count_with_cli(engine.data_dir, engine.config)} == sent
 
@@ -272,8 +273,10 @@ def test_the_store_process_does_not_outlive_a_killed_server(emu: Emulator, tmp_p
         time.sleep(0.05)
     assert not _running(child)
     engine.start()  # the same data directory: not locked
-    assert httpx.get(f"{engine.url}/health", timeout=5).json()["tracing"]["store_up"] is not False
-    engine.stop()
+    try:
+        assert httpx.get(f"{engine.url}/health", timeout=5).json()["tracing"]["store_up"] is not False
+    finally:
+        engine.stop()
 
 
 def test_a_store_process_that_dies_is_replaced_and_no_trace_is_lost(emu: Emulator, tmp_path: Path) -> None:
@@ -286,14 +289,16 @@ def test_a_store_process_that_dies_is_replaced_and_no_trace_is_lost(emu: Emulato
         return {client.chat.completions.create(model="demo", messages=[{"role": "user", "content": str(i)}])
                 ._routing["trace_id"] for i in range(n)}  # type: ignore[attr-defined]
 
-    sent = send(5)
-    first = _store_process(engine)
-    os.kill(first, signal.SIGKILL)
-    sent |= send(5)
-    assert {r["trace_id"] for r in count_with_cli(engine.data_dir, engine.config)} == sent  # via the server
-    second = _store_process(engine)
-    assert second != first and _running(second)
-    assert engine.stop() in GRACEFUL
+    try:
+        sent = send(5)
+        first = _store_process(engine)
+        os.kill(first, signal.SIGKILL)
+        sent |= send(5)
+        assert {r["trace_id"] for r in count_with_cli(engine.data_dir, engine.config)} == sent  # via the server
+        second = _store_process(engine)
+        assert second != first and _running(second)
+    finally:
+        assert engine.stop() in GRACEFUL
 
 
 def test_traces_cli_after_a_crash_shows_the_last_requests(emu: Emulator, tmp_path: Path) -> None:
