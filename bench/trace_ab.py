@@ -9,9 +9,9 @@ engine at a time, and the machine's speed drifts between blocks (here, on a shar
 one second to the next); its tracing figure has a standard error of 2.4-4 points even over 8 process
 pairs. Here each client lane sends a request to one engine, then the same request to the other, so
 both engines see the same moments; CPU is each thread's run time from ``/proc/<pid>/task/*/schedstat``
-(nanoseconds) per chunk of requests. The standard error over chunks is ~3 µs per request at c=1.
-What is left is the process pair itself (memory layout, which engine starts first): ``--aa`` shows it,
-and ``--pairs`` averages over fresh pairs with the traced slot swapped.
+(nanoseconds, via ``procstat.threads``) per chunk of requests. The standard error over chunks is
+~3 µs per request at c=1. What is left is the process pair itself (memory layout, which engine starts
+first): ``--aa`` shows it, and ``--pairs`` averages over fresh pairs with the traced slot swapped.
 
 Output: per scenario, CPU per request of the event-loop thread and of the whole process, the
 difference (traced minus untraced) with its standard error, and the mean over scenarios; the JSON
@@ -39,20 +39,15 @@ SLOTS = ("ot_trace", "ot_notrace")
 SCENARIOS = {"json-1": (False, 1), "json-64": (False, 64), "stream-1": (True, 1), "stream-64": (True, 64)}
 
 
-def cpu_ns(pid: int) -> tuple[int, int]:
-    """(event-loop thread, all threads of the process and its children) CPU time so far, in nanoseconds."""
-    def run_time(process: int, tid: str) -> int:
-        with open(f"/proc/{process}/task/{tid}/schedstat") as handle:
-            return int(handle.read().split()[0])
-
-    total = 0
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(event-loop thread, all threads of the process and its children) CPU seconds so far."""
+    loop = total = 0.0
     for process in procstat.tree(pid):
-        try:
-            for tid in os.listdir(f"/proc/{process}/task"):
-                total += run_time(process, tid)
-        except OSError:  # the thread or process ended meanwhile
-            pass
-    return run_time(pid, str(pid)), total
+        for (tid, _name), seconds in procstat.threads(process).items():
+            total += seconds
+            if tid == pid:
+                loop = seconds
+    return loop, total
 
 
 async def measure(urls: dict[str, str], pids: dict[str, int], stream: bool, concurrency: int,
@@ -84,13 +79,13 @@ async def measure(urls: dict[str, str], pids: dict[str, int], stream: bool, conc
             await asyncio.gather(*(lane(k) for k in range(lanes)))
         out: dict[str, dict[str, list[float]]] = {s: {"main": [], "all": []} for s in SLOTS}
         for _ in range(chunks):
-            before = {s: cpu_ns(pids[s]) for s in SLOTS}
+            before = {s: cpu_seconds(pids[s]) for s in SLOTS}
             await asyncio.gather(*(lane(k) for k in range(lanes)))
-            after = {s: cpu_ns(pids[s]) for s in SLOTS}
+            after = {s: cpu_seconds(pids[s]) for s in SLOTS}
             n = per_lane * lanes  # requests per engine in the chunk
             for s in SLOTS:
-                out[s]["main"].append((after[s][0] - before[s][0]) / n / 1e6)
-                out[s]["all"].append((after[s][1] - before[s][1]) / n / 1e6)
+                out[s]["main"].append(1e3 * (after[s][0] - before[s][0]) / n)
+                out[s]["all"].append(1e3 * (after[s][1] - before[s][1]) / n)
         return out
 
 
@@ -103,7 +98,8 @@ def summarize(samples: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
         result[kind] = {"traced_ms": statistics.mean(traced), "untraced_ms": base,
                         "diff_us": 1e3 * statistics.mean(diffs),
                         "se_us": 1e3 * statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0,
-                        "overhead": statistics.mean(diffs) / base, "chunks_diff_us": [round(1e3 * d, 1) for d in diffs]}
+                        "overhead": statistics.mean(diffs) / base,
+                        "chunks_diff_us": [round(1e3 * d, 1) for d in diffs]}
     return result
 
 
@@ -114,7 +110,8 @@ def run_pair(args: argparse.Namespace, traced_slot: str) -> dict[str, Any]:
         env_for.append("ot_trace:OPENTRACY_TRACING=false")
     elif traced_slot == "ot_notrace":  # swap: the engine started second traces
         env_for += ["ot_trace:OPENTRACY_TRACING=false", "ot_notrace:OPENTRACY_TRACING=true"]
-    argv = ["--quick", "--startup-runs", "1", "--skip", "proxy", "--skip", "sdk", "--delay-ms", str(args.delay_ms)]
+    argv = ["--quick", "--startup-runs", "1", "--skip", "proxy", "--skip", "sdk",
+            "--delay-ms", str(args.delay_ms)]
     for item in args.server_env:
         argv += ["--server-env", item]
     for item in env_for:
@@ -149,7 +146,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunks", type=int, default=20, help="measured chunks per scenario (default 20)")
     parser.add_argument("--requests", type=int, default=400,
                         help="requests per engine per chunk for JSON (default 400; streams a quarter)")
-    parser.add_argument("--pairs", type=int, default=2, help="fresh process pairs, traced slot alternating (default 2)")
+    parser.add_argument("--pairs", type=int, default=2,
+                        help="fresh process pairs, traced slot alternating (default 2)")
     parser.add_argument("--aa", action="store_true", help="both engines untraced: the harness's own bias")
     parser.add_argument("--delay-ms", type=int, default=0, help="emulator latency before every answer")
     parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE")
@@ -173,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                               "versions": bench.versions(""), "duration_s": round(time.time() - started, 1)}
     print(f"\n{'A/A (both untraced)' if args.aa else 'tracing on vs off'}: CPU per request, "
           f"{args.pairs} fresh process pair(s), requests alternating between the two engines")
-    print(f"{'scenario':10s} {'thread':6s} {'traced ms':>9s} {'untraced':>9s} {'diff us':>8s} {'se':>5s} {'overhead':>9s}  by pair")
+    print(f"{'scenario':10s} {'thread':6s} {'traced ms':>9s} {'untraced':>9s} {'diff us':>8s} {'se':>5s} "
+          f"{'overhead':>9s}  by pair")
     means = []
     for name in args.scenarios:
         for kind in ("main", "all"):
@@ -181,9 +180,11 @@ def main(argv: list[str] | None = None) -> int:
             overhead = statistics.mean(r["overhead"] for r in rows)
             if kind == "all":
                 means.append(overhead)
-            print(f"{name:10s} {'loop' if kind == 'main' else 'all':6s} {statistics.mean(r['traced_ms'] for r in rows):9.3f} "
-                  f"{statistics.mean(r['untraced_ms'] for r in rows):9.3f} {statistics.mean(r['diff_us'] for r in rows):+8.1f} "
-                  f"{statistics.mean(r['se_us'] for r in rows):5.1f} {100 * overhead:+8.1f}%  "
+            mean = {key: statistics.mean(r[key] for r in rows)
+                    for key in ("traced_ms", "untraced_ms", "diff_us", "se_us")}
+            print(f"{name:10s} {'loop' if kind == 'main' else 'all':6s} {mean['traced_ms']:9.3f} "
+                  f"{mean['untraced_ms']:9.3f} {mean['diff_us']:+8.1f} {mean['se_us']:5.1f} "
+                  f"{100 * overhead:+8.1f}%  "
                   + " ".join(f"{100 * r['overhead']:+.1f}%" for r in rows))
     report["mean_overhead"] = statistics.mean(means)
     print(f"mean over scenarios (all threads): {100 * report['mean_overhead']:+.1f} %")

@@ -169,6 +169,7 @@ class StoreProcess:
             if self._child.poll() is None or self._closed:
                 return  # another thread restarted it, or close() is under way
             log.warning("trace store process exited with %s; starting a new one", self._child.returncode)
+            self._stop()  # closes the dead child's stdin pipe
             self._start()
 
 
