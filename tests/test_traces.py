@@ -230,7 +230,7 @@ def test_sigterm_flushes_queued_traces(emu: Emulator, tmp_path: Path) -> None:
 
 
 def _store_process(engine: EngineProcess) -> int:
-    """The pid of the server's embedded-store process (opentracy/store/process.py)."""
+    """The pid of the server's trace process (opentracy/tracing/process.py)."""
     assert engine.proc is not None
     tasks = Path(f"/proc/{engine.proc.pid}/task")
     children = [pid for task in tasks.iterdir() for pid in (task / "children").read_text().split()]

@@ -226,6 +226,48 @@ def crash_while_batching(spool: Path, count: int) -> dict[str, str]:
     return dict(item.split("=") for item in printed.split())
 
 
+def test_submit_all_takes_what_fits_and_counts_the_rest(store: TraceStore, tmp_path: Path) -> None:
+    flaky = FlakyStore(store)
+    flaky.gate.clear()  # the store hangs: nothing leaves the queue
+    writer = fast_writer(flaky, tmp_path / "spool", queue_size=20, batch_size=5)
+    first = writer.submit_all([TraceRecord(alias="all") for _ in range(12)])
+    time.sleep(0.3)  # the writer takes at most one batch (5) before it hangs in the insert
+    second = writer.submit_all([TraceRecord(alias="all") for _ in range(30)])
+    stats = writer.stats()
+    assert first == 12 and 8 <= second <= 13 and stats["dropped_queue_full"] == 30 - second
+    flaky.gate.set()
+    assert writer.close()
+    assert stored(store) == (first + second, first + second)
+
+
+def test_sync_journals_what_came_before_without_an_insert(store: TraceStore, tmp_path: Path) -> None:
+    """The trace process acknowledges events once sync() says they are journaled: a kill -9 right
+    after must not lose them, and sync() must not cost an insert (inserts are made large on purpose)."""
+    flaky = FlakyStore(store)
+    writer = TraceWriter(flaky, tmp_path / "spool", flush_interval=60.0)
+    writer.submit_all([TraceRecord(alias="synced") for _ in range(7)])
+    assert writer.sync(5.0)
+    assert flaky.delivered == []  # journaled, not inserted
+    recovered = Journal(tmp_path / "spool", COLUMN_NAMES, []).recover()
+    assert recovered is not None and len(recovered.rows) == 7
+    assert writer.close()
+    assert stored(store) == (7, 7)
+
+
+def test_a_batch_is_inserted_once_its_rows_reach_batch_bytes(store: TraceStore, tmp_path: Path) -> None:
+    """Rows of ~1 KB against a 50 KB cap: the open batch goes to the store once it holds ~50 KB (checked
+    after each round the writer encodes, here one per sync()), not after batch_size rows or 60 s."""
+    flaky = FlakyStore(store)
+    writer = TraceWriter(flaky, tmp_path / "spool", flush_interval=60.0, batch_bytes=50_000)
+    for _ in range(4):
+        writer.submit_all([TraceRecord(alias="big", response=f"{i:04d}" + "x" * 1000) for i in range(30)])
+        assert writer.sync(5.0)
+    wait_until(lambda: len(flaky.delivered) == 2)
+    assert [len(batch) for batch in flaky.delivered] == [60, 60]
+    assert writer.close()
+    assert stored(store) == (120, 120)
+
+
 def test_batch_being_collected_survives_a_crash(store: TraceStore, tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     ids = crash_while_batching(spool, 500)

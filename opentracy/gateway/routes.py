@@ -105,16 +105,17 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
         engine.upstream_slots.release()
         raise
     shadower: Shadower = request.app.state.shadower
+    request_body = await request.body()  # read by FastAPI already: traced as sent
     if not ctx.stream:
         engine.upstream_slots.release()
         data = answer(ctx, outcome)
-        tracer.answered(ctx, outcome, payload, data)
+        tracer.answered(ctx, outcome, payload, data, request_body=request_body)
         shadower.mirror(engine, tracer, ctx, route, payload)
         return _json_response(ctx, data)
 
     def finished(result: StreamResult) -> None:
         engine.upstream_slots.release()  # a stream holds its slot until it ends, however it ends
-        tracer.stream_ended(ctx, outcome, payload, result)
+        tracer.stream_ended(ctx, outcome, payload, result, request_body=request_body)
         if result.status == "ok":
             shadower.mirror(engine, tracer, ctx, route, payload)
 
@@ -141,7 +142,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
         engine.upstream_slots.release()
     _raise_if_failed(engine, ctx, tracer, outcome, payload)
     data = answer(ctx, outcome)
-    tracer.answered(ctx, outcome, payload, data)
+    tracer.answered(ctx, outcome, payload, data, request_body=await request.body())
     return _json_response(ctx, data)
 
 

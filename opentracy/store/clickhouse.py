@@ -60,7 +60,7 @@ from opentracy.tracing.record import (
 )
 
 # clickhouse-connect (and the numpy, pandas and pyarrow it loads) is imported on connect, not on import:
-# a server whose store runs in another process (store/process.py) never loads it.
+# a server whose store runs in another process (tracing/process.py) never loads it.
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 

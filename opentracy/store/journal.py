@@ -63,12 +63,13 @@ class Journal:
         header = {"batch": batch_id, "columns": self._columns, "marshal": marshal.version}
         self._write(json.dumps(header, separators=(",", ":")).encode() + b"\n")
 
-    def append(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Add encoded rows (``TraceRecord.to_row()``) of the open batch, as one frame."""
+    def append(self, rows: Sequence[Sequence[Any]]) -> int:
+        """Add encoded rows (``TraceRecord.to_row()``) of the open batch, as one frame; its size in bytes."""
         if not rows:
-            return
+            return 0
         payload = marshal.dumps(list(rows))
         self._write(_FRAME.pack(len(payload), len(rows), zlib.crc32(payload)) + payload)
+        return len(payload)
 
     def clear(self) -> None:
         """The batch is in the store or the spool (or a recovered one was moved there): forget it."""

@@ -1,34 +1,32 @@
-"""Tracing for the gateway: the store, the writer, and one record per request the gateway saw.
+"""Tracing for the gateway: one event per request the gateway saw, shipped to the trace process.
 
-The gateway builds every record itself, from what it answered: the JSON it returned (so the trace's
-cost, usage and latency are the client's ``_cost``, ``usage`` and ``_latency_ms``), the stream it
-relayed (with partial output when the client left or the upstream broke), or the error it returned
-(rejected before any provider call, or every attempt failed). It does not use litellm's callbacks:
-not every call goes through litellm (:mod:`opentracy.routing.direct`), and litellm cannot know about
-fallbacks, rejections or abandoned streams. The litellm callback is for litellm proxies
-(:mod:`opentracy.tracing.proxy`).
+The gateway traces from what it answered: the JSON it returned (so the trace's cost, usage and
+latency are the client's ``_cost``, ``usage`` and ``_latency_ms``), the stream it relayed (with partial
+output when the client left or the upstream broke), or the error it returned (rejected before any
+provider call, or every attempt failed). It does not use litellm's callbacks: not every call goes
+through litellm (:mod:`opentracy.routing.direct`), and litellm cannot know about fallbacks, rejections
+or abandoned streams. The litellm callback is for litellm proxies (:mod:`opentracy.tracing.proxy`).
+
+Each hook makes an event of what the trace needs (:mod:`opentracy.tracing.events`: a tuple, the JSON
+bodies as bytes) and appends it to an outbox; a thread ships the outbox to the trace process
+(:mod:`opentracy.tracing.process`) every ``SHIP_INTERVAL``, where records are built, encoded,
+scrubbed of secrets and written.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import json
+import collections
 import logging
+import pickle
 import threading
 import time
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Mapping
 
-from opentracy import __version__
 from opentracy.config import Settings
-from opentracy.store import TraceStore, parse_store_url
-from opentracy.store.process import StoreProcess
-from opentracy.tracing.policy import TracePolicy
-from opentracy.tracing.record import PARAMS_NOT_RECORDED, TraceRecord
+from opentracy.store import StoreError
+from opentracy.tracing import events
+from opentracy.tracing.process import PipelineOptions, PolicyOptions, TraceProcess
 from opentracy.tracing.tracer import Tracer
-from opentracy.tracing.writer import TraceWriter
 
 if TYPE_CHECKING:
     from opentracy.gateway.errors import APIError
@@ -38,255 +36,186 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("opentracy.tracing")
 
-ENCODE_DELAY = 0.05
-"""Seconds a record may wait on the event loop to be encoded with others (see GatewayTracer._later)."""
-ENCODE_BATCH = 64
-"""Records encoded at once, at most: ~2-3 ms of the event loop, and the cap on what the delay holds."""
+SHIP_INTERVAL = 0.5
+"""Seconds events gather in the outbox before one call hands them to the trace process."""
+OUTBOX_MAX = 50_000
+"""Events held while the trace process is away (restarting); beyond, new ones are dropped and counted."""
+RETRY_INTERVAL = 0.5
+"""Seconds between tries to reach a trace process that is gone (the next try starts a new one)."""
 
 
 class GatewayTracer(Tracer):
     """Owns the trace path for one server process: open at start, ``close()`` flushes."""
 
-    def __init__(self, settings: Settings, store: TraceStore | StoreProcess) -> None:
-        options = settings.engine
-        self.store = store
-        self.policy = _policy(settings)
-        # The writer removes secrets from each encoded row, with the policy current then (reloads swap it).
-        self.writer = TraceWriter(store, Path(options.data_dir) / "spool", spool_max_bytes=options.spool_max_bytes,
-                                  flush_interval=options.trace_flush_interval, scrub=self._scrub_text)
+    def __init__(self, settings: Settings, process: TraceProcess) -> None:
+        self.store = process  # the admin routes read through it
+        self._process = process
         self._aliases = frozenset(settings.aliases)
-        self._pending: list[Callable[[], TraceRecord]] = []  # builders waiting for encode_pending()
-        self._pending_lock = threading.Lock()
+        self._outbox: collections.deque[events.Event] = collections.deque()
+        self._outbox_lock = threading.Lock()
+        self._ship_lock = threading.Lock()  # one shipment at a time: the thread's, or flush()'s
+        self._wake = threading.Event()
+        self._counts_lock = threading.Lock()
         self._auth_failures = 0
-        self._lock = threading.Lock()
+        self._dropped = 0
         self._closed = False
+        self._shipper = threading.Thread(target=self._ship_forever, name="opentracy-trace-shipper", daemon=True)
+        self._shipper.start()
 
     @classmethod
     def open(cls, settings: Settings) -> "GatewayTracer":
-        """Open the store (migrating it) and start the writer; raises StoreError/StoreLockedError."""
+        """Start the trace process (it opens and migrates the store); raises StoreError/StoreLockedError."""
         options = settings.engine
-        if parse_store_url(options.clickhouse_url).embedded:  # chDB: in a process of its own (see there)
-            return cls(settings, StoreProcess(options.clickhouse_url, ttl_days=options.trace_ttl_days))
-        return cls(settings, TraceStore(options.clickhouse_url, ttl_days=options.trace_ttl_days,
-                                        require_connection=False))
+        pipeline = PipelineOptions(url=options.clickhouse_url, spool_dir=str(options.data_dir / "spool"),
+                                   ttl_days=options.trace_ttl_days, spool_max_bytes=options.spool_max_bytes,
+                                   flush_interval=options.trace_flush_interval)
+        return cls(settings, TraceProcess(pipeline, _policy(settings)))
 
     def reconfigure(self, settings: Settings) -> None:
-        self.policy = _policy(settings)  # the store itself (URL, TTL) changes only with a restart
-        self._aliases = frozenset(settings.aliases)
+        self._aliases = frozenset(settings.aliases)  # the store itself (URL, TTL) changes only with a restart
+        try:
+            self._process.set_policy(_policy(settings))
+        except StoreError as exc:  # gone: the restarted process gets the new policy
+            log.warning("trace process unreachable while applying the new trace policy: %s", exc)
 
-    def _scrub_text(self, text: str) -> str:
-        return self.policy.scrub_text(text)
-
-    # -- hooks called by the routes -----------------------------------------------------------
-    # Each notes the time and hands a builder of the record to _later(). What the builders read is not
-    # changed after the hook (the answer was sent, the stream ended, the payload is never mutated).
+    # -- hooks called by the routes (event loop) --------------------------------------------------
 
     def answered(self, ctx: "RequestContext", outcome: "RouteOutcome", payload: Mapping[str, Any],
-                 answer: Mapping[str, Any]) -> None:
-        self._later(self._answered, ctx, outcome, payload, answer)
+                 answer: Mapping[str, Any], *, request_body: bytes | None = None) -> None:
+        self._send(events.answered(ctx, time.time(), ctx.latency_ms(), outcome, payload, answer,
+                                   request_body=request_body))
 
     def auth_failed(self, ctx: "RequestContext", error: "APIError") -> None:
-        with self._lock:
+        with self._counts_lock:
             self._auth_failures += 1
-        self._later(self._auth_failed, ctx, error)
+        self._send(events.auth_failed(ctx, time.time(), ctx.latency_ms(), error))
 
     def rejected(self, ctx: "RequestContext", error: "APIError", payload: Mapping[str, Any] | None) -> None:
-        self._later(self._rejected, ctx, error, payload, ctx.requested_model in self._aliases)
+        self._send(events.rejected(ctx, time.time(), ctx.latency_ms(), error, payload,
+                                   ctx.requested_model in self._aliases))
 
     def failed(self, ctx: "RequestContext", outcome: "RouteOutcome", payload: Mapping[str, Any],
                error: "APIError") -> None:
-        self._later(self._failed, ctx, outcome, payload, error)
+        self._send(events.failed(ctx, time.time(), ctx.latency_ms(), outcome, payload, error))
 
     def stream_ended(self, ctx: "RequestContext", outcome: "RouteOutcome", payload: Mapping[str, Any],
-                     result: "StreamResult") -> None:
-        self._later(self._stream_ended, ctx, outcome, payload, result)
+                     result: "StreamResult", *, request_body: bytes | None = None) -> None:
+        self._send(events.stream_ended(ctx, time.time(), ctx.latency_ms(), outcome, payload, result,
+                                       request_body=request_body))
 
-    def _later(self, build: Callable[..., TraceRecord], ctx: "RequestContext", *args: Any) -> None:
-        """Queue a builder of the record; the event loop builds and encodes the queued ones together, at
-        most ``ENCODE_DELAY`` later. With PII redaction on, the writer thread builds them.
+    def _send(self, event: events.Event) -> None:
+        with self._outbox_lock:
+            if self._closed or len(self._outbox) >= OUTBOX_MAX:
+                self._dropped += 1
+                return
+            self._outbox.append(event)
+            first = len(self._outbox) == 1
+        if first:
+            self._wake.set()
 
-        Why batches on the event loop (bench/README.md, "Session 8"): building and encoding a record
-        costs ~19 us of Python hot in a loop, ~116 us in the server when it runs once per request
-        between the gateway's own code, 55-60 us there in batches (measured at c=1); a writer thread
-        doing it makes the event loop hand the GIL across cores. A batch runs warm and uninterrupted; the
-        request's objects are kept for at most ``ENCODE_DELAY``. Redaction (regexes over every text)
-        costs far more and stays off the event loop.
-        """
-        builder = functools.partial(build, ctx, _Ended(time.time(), ctx.latency_ms()), *args)
-        if self.policy.redact:
-            self.writer.submit(builder)
-            return
-        with self._pending_lock:
-            self._pending.append(builder)
-            waiting = len(self._pending)
-        if waiting not in (1, ENCODE_BATCH):
-            return  # a batch is open: its timer (or the call for a full batch) encodes this one too
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not called from an event loop: encode now
-            self.encode_pending()
-            return
-        if waiting == 1:
-            loop.call_later(ENCODE_DELAY, self.encode_pending)
-        else:
-            loop.call_soon(self.encode_pending)
+    # -- shipping (the shipper thread; flush() and close() on any thread) -------------------------
 
-    def encode_pending(self) -> None:
-        """Build and encode the queued records and hand the rows to the writer. Safe on any thread."""
-        with self._pending_lock:
-            pending, self._pending = self._pending, []
-        for builder in pending:
+    def _ship_forever(self) -> None:
+        while True:
+            self._wake.wait()
+            if self._closed:
+                return
+            time.sleep(SHIP_INTERVAL)  # let a batch gather: one call per interval, not per request
+            with self._outbox_lock:
+                if not self._outbox:
+                    self._wake.clear()
+                    continue
+            if not self._ship():
+                time.sleep(RETRY_INTERVAL)
+
+    def _ship(self) -> bool:
+        """Hand the outbox to the trace process; events leave it only once the process has them."""
+        with self._ship_lock:
+            with self._outbox_lock:
+                batch = list(self._outbox)
+            if not batch:
+                return True
             try:
-                row = self.writer.encode(builder())
-            except Exception:  # builders and to_row() do not raise; if one does, the writer retries and counts it
-                self.writer.submit(builder)
-                continue
-            self.writer.submit(row)
+                try:
+                    self._process.ingest(batch)
+                except (pickle.PicklingError, TypeError, AttributeError):  # raised before anything was sent
+                    self._process.ingest([events.picklable(event) for event in batch])
+            except StoreError as exc:
+                log.warning("trace process unreachable (%s); %d events held for the next try", exc, len(batch))
+                return False
+            except Exception:  # never lose the outbox to a bug here; the next try may succeed
+                log.exception("shipping %d trace events failed", len(batch))
+                return False
+            with self._outbox_lock:
+                for _ in range(len(batch)):
+                    self._outbox.popleft()
+            return True
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Write out everything traced so far (to the store, or the spool if it is down)."""
-        self.encode_pending()
-        return self.writer.flush(timeout)
-
-    # -- builders (event loop, after the response; the writer thread when redacting) ------------
-
-    def _answered(self, ctx: "RequestContext", ended: "_Ended", outcome: "RouteOutcome",
-                  payload: Mapping[str, Any], answer: Mapping[str, Any]) -> TraceRecord:
-        record = self._base(ctx, ended, status="ok", error=None)
-        _add_request(record, payload)
-        _add_routing(record, outcome)
-        record.latency_ms = float(answer.get("_latency_ms") or record.latency_ms)
-        record.cost_usd = float(answer.get("_cost") or 0.0)
-        _add_usage(record, answer.get("usage"))
-        choices = answer.get("choices") or []
-        if choices:
-            message = choices[0].get("message") or {}
-            content = message.get("content")
-            record.response = content if isinstance(content, str) else ""
-            record.tool_calls = message.get("tool_calls") or []
-            record.finish_reason = str(choices[0].get("finish_reason") or "")
-        return self.policy.apply(record)
-
-    def _auth_failed(self, ctx: "RequestContext", ended: "_Ended", error: "APIError") -> TraceRecord:
-        # No content: an unauthenticated caller does not get to write prompts into the store.
-        record = self._base(ctx, ended, status="error", error=error)
-        record.content_stored = False
-        return record
-
-    def _rejected(self, ctx: "RequestContext", ended: "_Ended", error: "APIError",
-                  payload: Mapping[str, Any] | None, names_alias: bool) -> TraceRecord:
-        record = self._base(ctx, ended, status="error", error=error)
-        _add_request(record, payload)
-        if names_alias:  # rejected before routing, but still this alias's traffic
-            record.alias = ctx.requested_model
-        return self.policy.apply(record)
-
-    def _failed(self, ctx: "RequestContext", ended: "_Ended", outcome: "RouteOutcome",
-                payload: Mapping[str, Any], error: "APIError") -> TraceRecord:
-        record = self._base(ctx, ended, status="error", error=error)
-        _add_request(record, payload)
-        _add_routing(record, outcome)
-        return self.policy.apply(record)
-
-    def _stream_ended(self, ctx: "RequestContext", ended: "_Ended", outcome: "RouteOutcome",
-                      payload: Mapping[str, Any], result: "StreamResult") -> TraceRecord:
-        record = self._base(ctx, ended, status=result.status, error=None)
-        if result.status == "error":
-            record.error_type, record.error_message, record.http_status = "stream_error", result.error or "", 502
-        elif result.status == "cancelled":
-            record.error_type, record.http_status = "client_disconnected", 499
-        _add_request(record, payload)
-        _add_routing(record, outcome)
-        record.response = result.output
-        record.finish_reason = result.finish_reason or ""
-        record.tool_calls = result.tool_calls
-        record.ttft_ms = result.ttft_ms
-        record.cost_usd = result.cost
-        if result.latency_ms is not None:
-            record.latency_ms = result.latency_ms
-        _add_usage(record, result.usage)
-        return self.policy.apply(record)
+        if not self._ship():
+            return False
+        try:
+            return self._process.flush(timeout)
+        except StoreError:
+            return False
 
     # -- operations -------------------------------------------------------------------------------
 
+    def stats(self) -> dict[str, Any]:
+        """The trace process's writer counters, and what this process dropped or holds."""
+        try:
+            stats = self._process.stats()
+        except StoreError:
+            stats = {"store_up": False}
+        with self._outbox_lock:
+            stats["outbox"] = len(self._outbox)
+            stats["dropped_outbox_full"] = self._dropped
+        return stats
+
     def health(self) -> dict[str, Any]:
-        stats = self.writer.stats()
-        return {"enabled": True, "store": str(self.store.url), "store_up": stats.get("store_up"),
-                "queue_depth": stats.get("queue_depth"), "spool_bytes": stats.get("spool_bytes")}
+        stats = self.stats()
+        return {"enabled": True, "store": str(self._process.url), "store_up": stats.get("store_up"),
+                "queue_depth": stats.get("queue_depth", 0) + stats["outbox"], "spool_bytes": stats.get("spool_bytes")}
 
     def prometheus(self) -> str:
-        with self._lock:
+        try:
+            text = self._process.prometheus()
+        except StoreError:
+            text = ""
+        with self._counts_lock:
             failures = self._auth_failures
-        return (self.writer.prometheus()
+        with self._outbox_lock:
+            dropped, held = self._dropped, len(self._outbox)
+        return (text
+                + "# HELP opentracy_trace_events_dropped_total Trace events dropped before the trace process "
+                  "took them (outbox full while it was away, or sent after close).\n"
+                + "# TYPE opentracy_trace_events_dropped_total counter\n"
+                + f"opentracy_trace_events_dropped_total {dropped}\n"
+                + "# HELP opentracy_trace_outbox Trace events waiting to be shipped to the trace process.\n"
+                + "# TYPE opentracy_trace_outbox gauge\n"
+                + f"opentracy_trace_outbox {held}\n"
                 + "# HELP opentracy_auth_failures_total Requests refused for a missing or wrong engine key.\n"
                 + "# TYPE opentracy_auth_failures_total counter\n"
                 + f"opentracy_auth_failures_total {failures}\n")
 
     def close(self) -> None:
-        """Flush the queue to the store (or the spool), then close the store. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self.encode_pending()
-        self.writer.close()
-        self.store.close()
-
-    def _base(self, ctx: "RequestContext", ended: "_Ended", *, status: str, error: "APIError | None") -> TraceRecord:
-        return TraceRecord(
-            trace_id=ctx.trace_id,
-            start_time=datetime.fromtimestamp(ctx.start_time, timezone.utc),
-            end_time=datetime.fromtimestamp(ended.time, timezone.utc),
-            requested_model=ctx.requested_model,
-            status=status,
-            error_type=error.code or error.type if error else "",
-            error_message=error.message if error else "",
-            http_status=error.status if error else 200,
-            stream=ctx.stream,
-            latency_ms=ended.latency_ms,
-            api_key_name=ctx.key_name or "",
-            user=ctx.user or "",
-            metadata=dict(ctx.client_metadata or {}),
-            shadow_of=ctx.shadow_of or "",
-            source="gateway",
-            version=__version__,
-        )
+        """Ship what is left, then close the trace process (it writes out its queue). Idempotent."""
+        with self._outbox_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._wake.set()
+        for _ in range(3):  # a process that died just now is restarted by the next try
+            if self._ship():
+                break
+        with self._outbox_lock:
+            lost = len(self._outbox)
+        if lost:
+            log.error("trace process unreachable at shutdown: %d trace events not written", lost)
+        self._process.close()
 
 
-class _Ended(NamedTuple):
-    """When the request path finished with a request: the builder runs later (encode_pending())."""
-
-    time: float  # epoch seconds
-    latency_ms: float
-
-
-def _policy(settings: Settings) -> TracePolicy:
-    return TracePolicy(store_content=settings.engine.trace_content, redact=settings.engine.trace_redact,
-                       secrets=settings.secrets)
-
-
-def _add_request(record: TraceRecord, payload: Mapping[str, Any] | None) -> None:
-    if not payload:
-        return
-    record.messages = payload.get("messages") or []
-    record.tools = payload.get("tools") or []
-    record.request_params = {k: v for k, v in payload.items()
-                             if k not in PARAMS_NOT_RECORDED and k not in ("messages", "model", "input")}
-    if "input" in payload:  # embeddings: the input is the "prompt"
-        record.messages = [{"role": "user", "content": json.dumps(payload["input"], ensure_ascii=False)}]
-
-
-def _add_routing(record: TraceRecord, outcome: "RouteOutcome") -> None:
-    record.alias = outcome.route.alias or ""
-    record.attempts = [a.public() for a in outcome.attempts]
-    last = outcome.attempts[-1] if outcome.attempts else None
-    target = outcome.target
-    record.selected_model = target.model if target else (last.model if last else "")
-    record.provider = target.provider if target else (last.provider if last else "")
-    record.fallback_used = outcome.fallback_used or len(outcome.attempts) > 1
-
-
-def _add_usage(record: TraceRecord, usage: Mapping[str, Any] | None) -> None:
-    if usage:
-        record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        record.completion_tokens = int(usage.get("completion_tokens") or 0)
-        record.total_tokens = int(usage.get("total_tokens") or 0)
+def _policy(settings: Settings) -> PolicyOptions:
+    return PolicyOptions(store_content=settings.engine.trace_content, redact=settings.engine.trace_redact,
+                         secrets=tuple(settings.secrets))

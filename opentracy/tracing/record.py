@@ -51,6 +51,8 @@ _MIN_TIME = datetime(1900, 1, 1, tzinfo=timezone.utc)  # DateTime64 range
 _MAX_TIME = datetime(2299, 12, 31, tzinfo=timezone.utc)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
+_MIN_SECONDS = (_MIN_TIME - _EPOCH).total_seconds()
+_MAX_SECONDS = (_MAX_TIME - _EPOCH).total_seconds()
 
 
 def new_trace_id() -> str:
@@ -143,8 +145,10 @@ class TraceRecord:
         """
         problems: list[str] = []
         row = _ENCODE_FIELDS(self, max_text_bytes, problems)
-        previous, _ = ENCODING_ERRORS.encode(self.encoding_errors, max_text_bytes)
-        row.append(previous + problems)
+        if self.encoding_errors:  # fixes noted before (by whoever built the record)
+            previous, _ = ENCODING_ERRORS.encode(self.encoding_errors, max_text_bytes)
+            problems = previous + problems
+        row.append(problems)
         return row
 
     @classmethod
@@ -359,6 +363,11 @@ def _encode_json(column: Column, value: Any, limit: int) -> tuple[str, Sequence[
     return text, problems
 
 
+def json_safe(value: Any, problems: list[str]) -> Any:
+    """A copy of ``value`` made of JSON's types only (tuples become lists); each fix is added to ``problems``."""
+    return _json_safe(value, "$", problems, set(), 0)
+
+
 def _json_safe(value: Any, path: str, problems: list[str], seen: set[int], depth: int) -> Any:
     """A copy of ``value`` that ``json.dumps(allow_nan=False)`` accepts; every fix is noted."""
     if value is None or isinstance(value, (str, bool, int)):
@@ -513,8 +522,9 @@ ENCODING_ERRORS = COLUMNS[-1]
 assert ENCODING_ERRORS.name == "encoding_errors"
 
 # to_row's quick checks, by column kind: True when the value ``v`` is stored as it is (no encoder
-# needed), or as _QUICK_STORE says (times). JSON always goes through its encoder (which has its own
-# quick path): the text is the stored value. ``{choices}`` and ``{uint_max}`` are filled in per column.
+# needed), or as _QUICK_STORE says (times: a UTC datetime, or Unix seconds as a float). JSON columns
+# are stored quickly when empty; others go through the encoder, which dumps them.
+# ``{choices}`` and ``{uint_max}`` are filled in per column.
 _QUICK_CHECK: Mapping[str, str] = MappingProxyType({
     "text": "type(v) is str and v.isascii() and len(v) <= limit",
     "label": "type(v) is str and v.isascii() and len(v) <= label_limit{choices}",
@@ -524,8 +534,11 @@ _QUICK_CHECK: Mapping[str, str] = MappingProxyType({
     "uint": "type(v) is int and 0 <= v <= {uint_max}",
     "bool": "type(v) is bool",
     "time": "type(v) is datetime and v.tzinfo is utc and MIN_TIME <= v <= MAX_TIME",
+    "seconds": "type(v) is float and MIN_SECONDS <= v <= MAX_SECONDS",
+    "json": "type(v) in (list, dict) and not v",
 })
-_QUICK_STORE: Mapping[str, str] = MappingProxyType({"time": "micros(v)"})
+_QUICK_STORE: Mapping[str, str] = MappingProxyType({"time": "micros(v)", "seconds": "round(v * 1000000)",
+                                                    "json": '("[]" if type(v) is list else "{}")'})
 
 
 def _encode_field(column: Column, value: Any, limit: int, problems: list[str]) -> Any:
@@ -553,17 +566,17 @@ def _compile_encode_fields() -> Callable[[TraceRecord, int, list[str]], list[Any
              "    append = row.append"]
     scope: dict[str, Any] = {"LABEL_MAX_BYTES": LABEL_MAX_BYTES, "isfinite": math.isfinite, "datetime": datetime,
                              "utc": timezone.utc, "MIN_TIME": _MIN_TIME, "MAX_TIME": _MAX_TIME,
-                             "encode_field": _encode_field, "COLUMNS": COLUMNS, "micros": _micros}
+                             "encode_field": _encode_field, "COLUMNS": COLUMNS, "micros": _micros,
+                             "MIN_SECONDS": _MIN_SECONDS, "MAX_SECONDS": _MAX_SECONDS}
     for i, column in enumerate(COLUMNS[:-1]):
         lines.append(f"    v = record.{column.name}")
-        if column.kind == "json":
-            lines.append(f"    append(encode_field(COLUMNS[{i}], v, limit, problems))")
-            continue
-        check = _QUICK_CHECK[column.kind].format(
-            choices=f" and v in {column.choices!r}" if column.choices else "",
-            uint_max=_UINT_MAX.get(column.clickhouse_type))
-        stored = _QUICK_STORE.get(column.kind, "v")
-        lines.append(f"    append({stored} if {check} else encode_field(COLUMNS[{i}], v, limit, problems))")
+        quick = [column.kind, "seconds"] if column.kind == "time" else [column.kind]
+        stored = " else ".join(
+            f"{_QUICK_STORE.get(kind, 'v')} if " + _QUICK_CHECK[kind].format(
+                choices=f" and v in {column.choices!r}" if column.choices else "",
+                uint_max=_UINT_MAX.get(column.clickhouse_type))
+            for kind in quick)
+        lines.append(f"    append({stored} else encode_field(COLUMNS[{i}], v, limit, problems))")
     lines.append("    return row")
     exec("\n".join(lines), scope)  # noqa: S102 - the source is built above from our own column table
     return scope["encode_fields"]

@@ -22,8 +22,9 @@ class Tracer:
         """A reload: apply the new config's trace settings (content, redaction, secrets)."""
 
     def answered(self, ctx: "RequestContext", outcome: "RouteOutcome", payload: dict[str, Any],
-                 answer: dict[str, Any]) -> None:
-        """A JSON answer (chat completion or embeddings) as sent to the client, extras included."""
+                 answer: dict[str, Any], *, request_body: bytes | None = None) -> None:
+        """A JSON answer (chat completion or embeddings) as sent to the client, extras included; with
+        the request's body when the route has it (then the request is traced as sent)."""
 
     def auth_failed(self, ctx: "RequestContext", error: "APIError") -> None:
         pass
@@ -36,7 +37,7 @@ class Tracer:
         pass
 
     def stream_ended(self, ctx: "RequestContext", outcome: "RouteOutcome", payload: dict[str, Any],
-                     result: "StreamResult") -> None:
+                     result: "StreamResult", *, request_body: bytes | None = None) -> None:
         pass
 
     def health(self) -> dict[str, Any]:

@@ -5,7 +5,9 @@ on a bounded in-memory queue. One background thread builds and encodes (sanitise
 unencoded every ``encode_interval`` (0.5 s) while records arrive, and sleeps while none do (the first
 ``submit()`` after a quiet spell wakes it); it appends the encoded rows to the disk
 :class:`~opentracy.store.journal.Journal` (so a crash does not lose the batch being collected), and
-inserts them in one call per ``batch_size`` rows or ``flush_interval`` seconds, whichever comes first.
+inserts them in one call per ``batch_size`` rows (10,000), ``batch_bytes`` of rows (16 MiB) or
+``flush_interval`` seconds, whichever comes first. Large inserts because a chDB insert costs ~10 ms of
+CPU whatever its size (measured: 13 us a row in 2000-row inserts, ~7 in 10,000-row ones).
 If the store fails, the batch goes to the disk :class:`~opentracy.store.Spool` and is replayed, oldest
 first, when the store answers again (retries back off from ``retry_min`` to ``retry_max`` seconds).
 While anything is spooled, new batches are spooled behind it, so traces reach the store in
@@ -76,6 +78,10 @@ _WARN_EVERY = 10.0  # seconds between repeated warnings of one kind
 _REPLAY_SLICE = 0.5  # seconds of replay before the queue is looked at again
 
 
+class _Journaled(threading.Event):
+    """The queue marker of :meth:`TraceWriter.sync`: set once what came before it is journaled."""
+
+
 class RowStore(Protocol):
     """What the writer needs of a store (:class:`~opentracy.store.TraceStore` is one)."""
 
@@ -92,7 +98,8 @@ class TraceWriter:
     The writer does not own the store: ``close()`` the writer, then the store.
     """
 
-    def __init__(self, store: RowStore, spool_dir: str | Path, *, batch_size: int = 2000,
+    def __init__(self, store: RowStore, spool_dir: str | Path, *, batch_size: int = 10_000,
+                 batch_bytes: int = 16 << 20,
                  flush_interval: float = 1.0, encode_interval: float = 0.5, queue_size: int = 10_000,
                  spool_max_bytes: int = 1 << 30,
                  retry_min: float = 0.5, retry_max: float = 30.0, poison_after: int = 5,
@@ -102,6 +109,7 @@ class TraceWriter:
         self._spool = Spool(spool_dir, max_bytes=spool_max_bytes)  # holds the directory's lock
         self._journal = Journal(spool_dir, COLUMN_NAMES, [c.name for c in COLUMNS if c.kind == "time"])
         self._batch_size = batch_size
+        self._batch_bytes = batch_bytes  # the open batch is inserted once its rows take this much (journal size)
         self._flush_interval = flush_interval
         self._encode_interval = min(encode_interval, flush_interval)
         self._retry_min, self._retry_max = retry_min, retry_max
@@ -125,6 +133,7 @@ class TraceWriter:
         self._refusals = 0  # consecutive failures of the oldest spooled batch while the store pings fine
         self._rows: list[list[Any]] = []  # encoded, waiting for their insert (and in the journal)
         self._rows_since = 0.0  # monotonic time the oldest of them was encoded
+        self._rows_bytes = 0  # their size, as marshalled into the journal
         self._batch_id = ""  # the open batch's id: its journal header and, later, its dedup token
         self._journal_ok = True
         self._recover_journal()
@@ -179,6 +188,22 @@ class TraceWriter:
             self._notify(urgent=True)  # a full batch is waiting; otherwise the writer sleeps out its interval
         return True
 
+    def submit_all(self, records: Sequence[Pending]) -> int:
+        """:meth:`submit` for many records under one lock; how many were queued (the rest are counted)."""
+        with self._submit_lock:
+            if self._closed:
+                self._drop("closed", len(records))
+                return 0
+            room = max(0, self._queue_size - len(self._queue))
+            taken = records[:room]
+            self._queue.extend(taken)
+            self._queued += len(taken)
+            if len(taken) < len(records):
+                self._drop("queue_full", len(records) - len(taken))
+        if taken:
+            self._notify(urgent=len(self._queue) >= self._batch_size)
+        return len(taken)
+
     # -- control --------------------------------------------------------------------------------
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -187,6 +212,16 @@ class TraceWriter:
             return not self._queue
         marker = threading.Event()
         self._queue.append(marker)  # not counted against queue_size: it is not a record
+        self._notify(urgent=True)
+        return marker.wait(timeout)
+
+    def sync(self, timeout: float = 10.0) -> bool:
+        """Wait until everything submitted so far is encoded and in the journal — kept through a crash
+        of this process — without forcing an insert (:meth:`flush` does both)."""
+        if not self._thread.is_alive():
+            return not self._queue
+        marker = _Journaled()
+        self._queue.append(marker)
         self._notify(urgent=True)
         return marker.wait(timeout)
 
@@ -263,8 +298,10 @@ class TraceWriter:
             records, markers = self._collect(wait=idle and not stopping)
             self._encode(records)
             due = time.monotonic() - self._rows_since >= self._flush_interval
-            if self._rows and (markers or stopping or due or len(self._rows) >= self._batch_size):
-                rows, self._rows = self._rows, []
+            flushing = any(type(marker) is not _Journaled for marker in markers)
+            full = len(self._rows) >= self._batch_size or self._rows_bytes >= self._batch_bytes
+            if self._rows and (flushing or stopping or due or full):
+                rows, self._rows, self._rows_bytes = self._rows, [], 0
                 try:
                     self._deliver(rows)
                 except Exception:  # a bug, not an outage: count the batch as lost and keep going
@@ -299,7 +336,7 @@ class TraceWriter:
             except IndexError:
                 break
             if isinstance(item, threading.Event):
-                return records, [item]  # flush(): cut the batch here
+                return records, [item]  # flush() or sync(): cut the batch here
             records.append(item)
         return records, []
 
@@ -357,7 +394,7 @@ class TraceWriter:
     def _journal_rows(self, opened: bool, rows: list[list[Any]]) -> None:
         if opened:
             self._journal.begin(self._batch_id)
-        self._journal.append(rows)
+        self._rows_bytes += self._journal.append(rows)
 
     def _deliver(self, rows: list[list[Any]]) -> None:
         self._count("sanitized", sum(1 for row in rows if row[-1]))

@@ -1,0 +1,203 @@
+"""What the gateway saw of one request, as plain data: taken on the event loop, built into a record in
+the trace process.
+
+The gateway's hooks run on the event loop, between requests, where every line costs several times
+what it costs in a loop of its own (the request path's code and data have the caches). So a hook only
+makes a tuple: the request context's fields, the request's body as it crossed the wire (bytes the
+route already has: nothing to serialise), and references to the small parts of the answer, stream
+or error that are stored (the answer's ``_routing``, its usage, the message). The shipper pickles a
+batch of events at once, off the event loop. Everything else a record costs —
+parsing the bodies, the :class:`TraceRecord`, :meth:`TraceRecord.to_row`'s checks and JSON, removing
+secrets, redaction — runs in the trace process (:mod:`opentracy.tracing.process`), through :func:`build`.
+
+Why (bench/README.md, "Session 9"): building and encoding a record on the event loop cost the server
+~80 us per JSON request at c=1; pickling a copied-out event there still ~20 us.
+
+An event is a tuple, not a dataclass: it only travels from the functions here to :func:`build`.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from typing import TYPE_CHECKING, Any, Mapping
+
+from opentracy import __version__
+from opentracy.tracing.record import PARAMS_NOT_RECORDED, TraceRecord, json_safe
+
+if TYPE_CHECKING:
+    from opentracy.gateway.errors import APIError
+    from opentracy.gateway.extras import RequestContext
+    from opentracy.gateway.streaming import StreamResult
+    from opentracy.routing.router import RouteOutcome
+
+ANSWERED, AUTH_FAILED, REJECTED, FAILED, STREAM_ENDED = "answered", "auth_failed", "rejected", "failed", "stream"
+Event = tuple  # (kind, trace_id, start_time, end_time, latency_ms, requested_model, stream, key_name, user,
+# client_metadata, shadow_of, error, routing, request, result, notes): see _event() and build()
+
+
+def answered(ctx: "RequestContext", ended: float, latency_ms: float, outcome: "RouteOutcome",
+             payload: Mapping[str, Any], answer: Mapping[str, Any], *, request_body: bytes | None = None) -> Event:
+    """A JSON answer as sent: its cost, usage and latency are the client's ``_cost``, ``usage``, ``_latency_ms``,
+    its routing the answer's ``_routing``. With the request's body (the route has it), the event
+    carries those bytes rather than the payload: the trace process parses them."""
+    sent = answer.get("_routing")
+    return _event(ANSWERED, ctx, ended, latency_ms, None, sent if sent is not None else _routing(outcome),
+                  payload if request_body is None else request_body, _answer_parts(answer))
+
+
+def auth_failed(ctx: "RequestContext", ended: float, latency_ms: float, error: "APIError") -> Event:
+    return _event(AUTH_FAILED, ctx, ended, latency_ms, _error(error), None, None, None)
+
+
+def rejected(ctx: "RequestContext", ended: float, latency_ms: float, error: "APIError",
+             payload: Mapping[str, Any] | None, names_alias: bool) -> Event:
+    return _event(REJECTED, ctx, ended, latency_ms, _error(error), None, payload, names_alias)
+
+
+def failed(ctx: "RequestContext", ended: float, latency_ms: float, outcome: "RouteOutcome",
+           payload: Mapping[str, Any], error: "APIError") -> Event:
+    return _event(FAILED, ctx, ended, latency_ms, _error(error), _routing(outcome), payload, None)
+
+
+def stream_ended(ctx: "RequestContext", ended: float, latency_ms: float, outcome: "RouteOutcome",
+                 payload: Mapping[str, Any], result: "StreamResult", *, request_body: bytes | None = None) -> Event:
+    """A relayed stream, finished or not: partial output when the client left or the upstream broke."""
+    summary = (result.status, result.error, result.output, result.finish_reason, result.tool_calls,
+               result.ttft_ms, result.cost, result.latency_ms, result.usage)
+    return _event(STREAM_ENDED, ctx, ended, latency_ms, None, _routing(outcome),
+                  payload if request_body is None else request_body, summary)
+
+
+def _event(kind: str, ctx: "RequestContext", ended: float, latency_ms: float, error: Any, routing: Any,
+           request: Any, result: Any) -> Event:
+    return (kind, ctx.trace_id, ctx.start_time, ended, latency_ms, ctx.requested_model, ctx.stream,
+            ctx.key_name, ctx.user, ctx.client_metadata, ctx.shadow_of, error, routing, request, result, ())
+
+
+def _error(error: "APIError") -> tuple[str, str, int]:
+    return (error.code or error.type, error.message, error.status)
+
+
+def _routing(outcome: "RouteOutcome") -> tuple[str, list[dict[str, Any]], str, str, bool]:
+    attempts = outcome.attempts
+    last = attempts[-1] if attempts else None
+    target = outcome.target
+    return (outcome.route.alias or "", [a.public() for a in attempts],
+            target.model if target else (last.model if last else ""),
+            target.provider if target else (last.provider if last else ""),
+            outcome.fallback_used or len(attempts) > 1)
+
+
+def _answer_parts(answer: Mapping[str, Any]) -> tuple[Any, ...]:
+    choices = answer.get("choices") or ()
+    first = choices[0] if choices else {}
+    message = first.get("message") or {}
+    return (answer.get("_latency_ms"), answer.get("_cost"), answer.get("usage"), message.get("content"),
+            message.get("tool_calls"), first.get("finish_reason"), bool(choices))
+
+
+def picklable(event: Event) -> Event:
+    """``event`` if pickle takes it, else a JSON-safe copy whose notes say what was replaced."""
+    try:
+        pickle.dumps(event, protocol=pickle.HIGHEST_PROTOCOL)
+        return event
+    except Exception:  # an object pickle cannot take (a provider's odd value in a tool call, ...)
+        problems: list[str] = []
+        safe = json_safe(event, problems)
+        safe[-1] = ["shipping: " + p for p in problems] or ["shipping: replaced a value pickle refused"]
+        return tuple(safe)
+
+
+def build(event: Event) -> TraceRecord:
+    """The record of an event, before the trace policy (content, redaction) is applied."""
+    (kind, trace_id, start_time, ended, latency_ms, requested_model, stream, key_name, user, client_metadata,
+     shadow_of, error, routing, payload, result, notes) = event
+    notes = list(notes)
+    if type(payload) is bytes:
+        payload = _parsed(payload, "request body", notes)
+    if type(routing) is dict:  # an answer's _routing, as the client got it
+        attempts = routing.get("attempts") or []
+        routing = (routing.get("alias") or "", attempts, routing.get("selected_model") or "",
+                   routing.get("provider") or "", bool(routing.get("fallback_used")) or len(attempts) > 1)
+    record = TraceRecord(
+        trace_id=trace_id,
+        start_time=start_time,  # Unix seconds: TraceRecord stores them as they are (see its time convention)
+        end_time=ended,
+        requested_model=requested_model,
+        status="error" if error else "ok",
+        error_type=error[0] if error else "",
+        error_message=error[1] if error else "",
+        http_status=error[2] if error else 200,
+        stream=stream,
+        latency_ms=latency_ms,
+        api_key_name=key_name or "",
+        user=user or "",
+        metadata=dict(client_metadata or {}),
+        shadow_of=shadow_of or "",
+        source="gateway",
+        version=__version__,
+        encoding_errors=notes,
+    )
+    if kind == AUTH_FAILED:  # no content: an unauthenticated caller does not get to write prompts into the store
+        record.content_stored = False
+        return record
+    _add_request(record, payload)
+    if routing is not None:
+        (record.alias, record.attempts, record.selected_model, record.provider, record.fallback_used) = routing
+    if kind == ANSWERED:
+        answer_latency, cost, usage, content, tool_calls, finish_reason, has_choices = result
+        record.latency_ms = float(answer_latency or record.latency_ms)
+        record.cost_usd = float(cost or 0.0)
+        _add_usage(record, usage)
+        if has_choices:
+            record.response = content if isinstance(content, str) else ""
+            record.tool_calls = tool_calls or []
+            record.finish_reason = str(finish_reason or "")
+    elif kind == STREAM_ENDED:
+        status, stream_error, output, finish_reason, tool_calls, ttft_ms, cost, stream_latency, usage = result
+        record.status = status
+        if status == "error":
+            record.error_type, record.error_message, record.http_status = "stream_error", stream_error or "", 502
+        elif status == "cancelled":
+            record.error_type, record.http_status = "client_disconnected", 499
+        record.response = output
+        record.finish_reason = finish_reason or ""
+        record.tool_calls = tool_calls
+        record.ttft_ms = ttft_ms
+        record.cost_usd = cost
+        if stream_latency is not None:
+            record.latency_ms = stream_latency
+        _add_usage(record, usage)
+    elif kind == REJECTED and result:  # rejected before routing, but still this alias's traffic
+        record.alias = requested_model
+    return record
+
+
+def _parsed(body: bytes, what: str, notes: list[str]) -> dict[str, Any] | None:
+    try:
+        value = json.loads(body)
+    except ValueError as exc:
+        value = exc
+    if isinstance(value, dict):
+        return value
+    notes.append(f"{what}: not a JSON object ({str(value)[:80]}); not stored")
+    return None
+
+
+def _add_request(record: TraceRecord, payload: Mapping[str, Any] | None) -> None:
+    if not payload:
+        return
+    record.messages = payload.get("messages") or []
+    record.tools = payload.get("tools") or []
+    record.request_params = {k: v for k, v in payload.items()
+                             if k not in PARAMS_NOT_RECORDED and k not in ("messages", "model", "input")}
+    if "input" in payload:  # embeddings: the input is the "prompt"
+        record.messages = [{"role": "user", "content": json.dumps(payload["input"], ensure_ascii=False)}]
+
+
+def _add_usage(record: TraceRecord, usage: Mapping[str, Any] | None) -> None:
+    if usage:
+        record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        record.completion_tokens = int(usage.get("completion_tokens") or 0)
+        record.total_tokens = int(usage.get("total_tokens") or 0)
