@@ -30,6 +30,7 @@ the child, and the writer's queue must still be written then.
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import logging
 import os
@@ -96,6 +97,10 @@ class _Served:
         self._store = TraceStore(options.url, ttl_days=options.ttl_days, require_connection=embedded)
         self._writer = TraceWriter(self._store, Path(options.spool_dir), spool_max_bytes=options.spool_max_bytes,
                                    flush_interval=options.flush_interval, scrub=self._scrub_text)
+        # What is alive now (chDB, clickhouse-connect, numpy, pandas) lives as long as the process:
+        # out of the collector's sight, a full collection here took 22 ms instead of ~37 (trace_ab,
+        # JSON c=1, 8,000 records: 2.7 us a record instead of 9).
+        gc.freeze()
 
     def set_policy(self, policy: PolicyOptions) -> None:
         self._policy = policy.policy()  # records built from now on; the writer scrubs with it too
