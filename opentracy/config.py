@@ -104,8 +104,8 @@ class EngineOptions:
         (measured: 39 us a row in 500-row inserts, 18-20 in 2000-row ones, ~7 in 10,000-row ones,
         writer and chDB threads), nobody reads the store but through the engine (whose reads flush
         first), and the writer's journal keeps the open batch through a crash; from ~85 requests/s
-        on, the 10,000-row batch fills first anyway. A ClickHouse server: 5 s, so that dashboards reading it directly are at
-        most that far behind.
+        on, the 10,000-row batch fills first anyway. A ClickHouse server: 5 s, so that dashboards
+        reading it directly are at most that far behind.
         """
         if self.trace_flush_seconds is not None:
             return self.trace_flush_seconds

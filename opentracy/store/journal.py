@@ -14,9 +14,10 @@ rows as :mod:`marshal` data, as encoded (times are integer microseconds). marsha
 journal is written on every request's trace and read only after a crash; marshal costs ~1 us a row
 where JSON cost ~11 (escaping the JSON columns' text again). A frame is loaded only if its CRC
 matches, so a frame torn by the crash, or a damaged file, is skipped and counted, never unmarshalled.
-The writer clears the file once the batch is inserted or spooled. At start-up a non-empty journal is a batch a crash left
-behind: :meth:`recover` returns it and the writer moves it into the spool under the same batch id;
-if its insert had in fact landed, ClickHouse's deduplication token drops the second one.
+The writer clears the file once the batch is inserted or spooled. At start-up a non-empty journal is
+a batch a crash left behind: :meth:`recover` returns it and the writer moves it into the spool under
+the same batch id; if its insert had in fact landed, ClickHouse's deduplication token drops the
+second one.
 
 Owned by one thread (the writer's); the spool's directory lock keeps other processes out.
 """

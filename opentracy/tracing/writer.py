@@ -173,20 +173,7 @@ class TraceWriter:
         ``record`` may be a builder called on the writer thread (what it costs is then paid there, in
         batches), or a row from :meth:`encode`.
         """
-        with self._submit_lock:
-            if self._closed:
-                self._drop("closed", 1)
-                return False
-            if len(self._queue) >= self._queue_size:
-                self._drop("queue_full", 1)
-                return False
-            self._queue.append(record)
-            self._queued += 1
-        if self._idle:  # the first record after a quiet spell: wake the writer to start gathering
-            self._notify(urgent=False)
-        elif len(self._queue) >= self._batch_size:
-            self._notify(urgent=True)  # a full batch is waiting; otherwise the writer sleeps out its interval
-        return True
+        return self.submit_all((record,)) == 1
 
     def submit_all(self, records: Sequence[Pending]) -> int:
         """:meth:`submit` for many records under one lock; how many were queued (the rest are counted)."""
@@ -194,14 +181,17 @@ class TraceWriter:
             if self._closed:
                 self._drop("closed", len(records))
                 return 0
-            room = max(0, self._queue_size - len(self._queue))
-            taken = records[:room]
+            taken = records[:max(0, self._queue_size - len(self._queue))]
             self._queue.extend(taken)
             self._queued += len(taken)
-            if len(taken) < len(records):
-                self._drop("queue_full", len(records) - len(taken))
-        if taken:
-            self._notify(urgent=len(self._queue) >= self._batch_size)
+        if len(taken) < len(records):
+            self._drop("queue_full", len(records) - len(taken))
+        if not taken:
+            return 0
+        if self._idle:  # the first records after a quiet spell: wake the writer to start gathering
+            self._notify(urgent=False)
+        elif len(self._queue) >= self._batch_size:
+            self._notify(urgent=True)  # a full batch is waiting; otherwise the writer sleeps out its interval
         return len(taken)
 
     # -- control --------------------------------------------------------------------------------
