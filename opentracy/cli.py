@@ -16,6 +16,7 @@ from opentracy import reports
 from opentracy.config import ConfigError, Settings, load_engine_options, load_settings, looks_like_secret_name
 
 if TYPE_CHECKING:
+    from opentracy.tracing.gateway import GatewayTracer
     from opentracy.tracing.reader import TraceSource
 
 DEFAULT_CONFIG = "litellm_config.yaml"
@@ -122,7 +123,6 @@ def _serve(args: argparse.Namespace) -> int:
 
     from opentracy.gateway.app import create_app
     from opentracy.store import StoreError, parse_store_url
-    from opentracy.tracing.gateway import GatewayTracer
     from opentracy.tracing.reader import ENGINE_FILE
 
     settings = load_settings(_config_path(args.config))
@@ -147,7 +147,7 @@ def _serve(args: argparse.Namespace) -> int:
     tracer = None
     if settings.engine.tracing:
         try:
-            tracer = GatewayTracer.open(settings)
+            tracer = _open_tracer(settings)
         except StoreError as exc:
             print(f"opentracy: cannot open the trace store: {exc}", file=sys.stderr)
             return 2
@@ -166,6 +166,25 @@ def _serve(args: argparse.Namespace) -> int:
         if tracer is not None:
             tracer.close()  # normally done by the app's shutdown; here if uvicorn never started
     return 0
+
+
+def _open_tracer(settings: Settings) -> "GatewayTracer":
+    """The tracer, once the embedded store is free: a restart right after a ``kill -9`` finds the killed
+    server's trace process still writing out its queue, and waits for it rather than failing."""
+    from opentracy.store import StoreLockedError, wait_for_release
+    from opentracy.tracing.gateway import GatewayTracer
+    from opentracy.tracing.reader import STORE_RELEASE_WAIT, running_server
+
+    try:
+        return GatewayTracer.open(settings)
+    except StoreLockedError as exc:
+        if running_server(settings.engine.data_dir):
+            raise  # a live server holds it: refuse at once
+        print(f"opentracy: the trace store is held by process {exc.pid or '?'}; waiting up to "
+              f"{STORE_RELEASE_WAIT:.0f} s for it to let go", file=sys.stderr, flush=True)
+        if not wait_for_release(exc.path, STORE_RELEASE_WAIT):
+            raise
+        return GatewayTracer.open(settings)
 
 
 def _open(args: argparse.Namespace) -> "TraceSource":

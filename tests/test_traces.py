@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import httpx
 import openai
@@ -301,15 +303,29 @@ def test_a_store_process_that_dies_is_replaced_and_no_trace_is_lost(emu: Emulato
         assert engine.stop() in GRACEFUL
 
 
-def test_traces_cli_after_a_crash_shows_the_last_requests(emu: Emulator, tmp_path: Path) -> None:
-    # kill -9 while the writer still holds its batch (the embedded store inserts every 120 s): the
-    # CLI, reading the store itself since no server runs, first delivers what the journal kept.
-    engine = start_engine(emu, tmp_path)
+def _send_and_wait_shipped(engine: EngineProcess, n: int) -> set[str]:
+    """Send ``n`` requests; return their trace ids once the trace process acknowledged them all, which it
+    does after its writer journaled them (the embedded store itself inserts only every 120 s)."""
     client = openai.OpenAI(base_url=engine.base_url, api_key="unused", max_retries=0)
     sent = {client.chat.completions.create(model="demo", messages=[{"role": "user", "content": str(i)}])
-            ._routing["trace_id"] for i in range(20)}  # type: ignore[attr-defined]
-    time.sleep(1.5)  # encoded and journaled (every 0.5 s), not yet inserted
+            ._routing["trace_id"] for i in range(n)}  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while "opentracy_trace_outbox 0\n" not in httpx.get(f"{engine.url}/metrics", timeout=5).text:
+        assert time.monotonic() < deadline, "the outbox never emptied"
+        time.sleep(0.1)
+    return sent
+
+
+def test_traces_cli_after_a_crash_of_server_and_trace_process_delivers_the_journal(
+        emu: Emulator, tmp_path: Path) -> None:
+    # The whole engine dies at once (the OOM killer, `docker kill`): nothing wrote out the writer's batch,
+    # only its journal holds it. The CLI, reading the store itself since no server runs, delivers it first.
+    engine = start_engine(emu, tmp_path)
+    sent = _send_and_wait_shipped(engine, 20)
     assert engine.proc is not None
+    child = _store_process(engine)
+    os.kill(engine.proc.pid, signal.SIGSTOP)  # so it cannot start a new trace process in between
+    os.kill(child, signal.SIGKILL)
     engine.proc.kill()
     engine.proc.wait(timeout=30)
     assert (engine.data_dir / "spool" / "journal").stat().st_size > 0
@@ -318,6 +334,48 @@ def test_traces_cli_after_a_crash_shows_the_last_requests(emu: Emulator, tmp_pat
     (engine.data_dir / "engine.json").write_text(json.dumps({"pid": os.getpid(), "url": "http://127.0.0.1:9"}))
     assert {r["trace_id"] for r in count_with_cli(engine.data_dir, engine.config)} == sent
     assert {r["trace_id"] for r in count_with_cli(engine.data_dir, engine.config)} == sent  # once, not twice
+
+
+def _kill_server_while_its_trace_process_is_busy(engine: EngineProcess, until: Callable[[], bool]) -> None:
+    """kill -9 of the server while its trace process is still writing out (held still until ``until()``;
+    a queue of 20 takes it ~60 ms here, a large one under load longer): meanwhile it holds the store."""
+    assert engine.proc is not None
+    child = _store_process(engine)
+    os.kill(child, signal.SIGSTOP)
+    engine.proc.kill()
+    engine.proc.wait(timeout=30)
+
+    def resume() -> None:
+        deadline = time.monotonic() + 60
+        while not until() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(child, signal.SIGCONT)
+
+    threading.Thread(target=resume, daemon=True).start()
+
+
+def test_traces_cli_right_after_a_kill_9_of_the_server_waits_and_shows_the_last_requests(
+        emu: Emulator, tmp_path: Path) -> None:
+    # The CLI started in that moment waits for the trace process instead of failing ("held by process N").
+    engine = start_engine(emu, tmp_path)
+    sent = _send_and_wait_shipped(engine, 20)
+    resume_at = time.monotonic() + 2.0  # the CLI opens the store ~0.5 s after it starts
+    _kill_server_while_its_trace_process_is_busy(engine, until=lambda: time.monotonic() > resume_at)
+    assert {r["trace_id"] for r in count_with_cli(engine.data_dir, engine.config)} == sent
+    assert {r["trace_id"] for r in count_with_cli(engine.data_dir, engine.config)} == sent  # once, not twice
+
+
+def test_a_server_restarted_right_after_a_kill_9_waits_for_the_old_trace_process(
+        emu: Emulator, tmp_path: Path) -> None:
+    # A supervisor restarts at once, while the killed server's trace process still holds the store.
+    engine = start_engine(emu, tmp_path)
+    sent = _send_and_wait_shipped(engine, 20)
+    _kill_server_while_its_trace_process_is_busy(engine, until=lambda: "waiting up to" in engine.logs())
+    engine.start()
+    try:
+        assert {r["trace_id"] for r in count_with_cli(engine.data_dir, engine.config)} == sent  # via the server
+    finally:
+        assert engine.stop() in GRACEFUL
 
 
 def test_embedded_store_refuses_a_second_process_and_multiple_workers(engine: EngineProcess) -> None:

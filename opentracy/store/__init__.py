@@ -7,6 +7,7 @@ from opentracy.store.clickhouse import (
     StoreURL,
     TraceStore,
     parse_store_url,
+    wait_for_release,
 )
 from opentracy.store.spool import Spool, SpoolLockedError
 
@@ -19,4 +20,5 @@ __all__ = [
     "StoreURL",
     "TraceStore",
     "parse_store_url",
+    "wait_for_release",
 ]

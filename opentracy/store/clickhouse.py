@@ -35,6 +35,7 @@ import logging
 import os
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -407,6 +408,20 @@ def _connect_chdb(path: str) -> Client:
         if holder is not None:
             raise StoreLockedError(path, holder or None) from exc
         raise StoreError(f"cannot open the chDB store at {path}: {message}") from exc
+
+
+def wait_for_release(path: str, timeout: float) -> bool:
+    """Whether the process holding the chDB directory ``path`` let go of it within ``timeout`` seconds.
+
+    After a ``kill -9`` of ``opentracy serve`` its trace process holds the store for the second or so it
+    takes to write out its queue; a restart or a CLI read in that window waits instead of failing.
+    """
+    deadline = time.monotonic() + timeout
+    while _foreign_holder(path) is not None:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _foreign_holder(path: str) -> int | None:

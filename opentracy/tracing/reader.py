@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Protocol
@@ -18,12 +19,15 @@ from typing import Any, Iterator, Mapping, Protocol
 import httpx
 
 from opentracy.config import EngineOptions
-from opentracy.store import StoreLockedError, TraceStore, analytics, parse_store_url
+from opentracy.store import StoreLockedError, TraceStore, analytics, parse_store_url, wait_for_release
 from opentracy.store.spool import SpoolLockedError
 from opentracy.tracing.writer import TraceWriter
 
 SINCE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 ENGINE_FILE = "engine.json"
+STORE_RELEASE_WAIT = 15.0
+"""Seconds to wait for a process that holds the embedded store while no server answers for it (a
+killed server's trace process writes out its queue first: ~1 s; its writer gives up after 10)."""
 
 
 class TraceSource(Protocol):
@@ -167,8 +171,12 @@ def open_source(options: EngineOptions, server: str | None = None, api_key: str 
             return ServerSource(live, api_key)
     try:
         store = TraceStore(url, ttl_days=options.trace_ttl_days)
-    except StoreLockedError as exc:
-        raise RuntimeError(f"{exc}. If a server holds it, pass --server http://HOST:PORT") from None
+    except StoreLockedError as exc:  # no server answers for it: likely a killed one's trace process, writing out
+        print(f"opentracy: the trace store is held by process {exc.pid or '?'}; waiting up to "
+              f"{STORE_RELEASE_WAIT:.0f} s for it to let go", file=sys.stderr, flush=True)
+        if not wait_for_release(exc.path, STORE_RELEASE_WAIT):
+            raise RuntimeError(f"{exc}. If a server holds it, pass --server http://HOST:PORT") from None
+        store = TraceStore(url, ttl_days=options.trace_ttl_days)
     _deliver_leftovers(store, options)
     return StoreSource(store)
 
