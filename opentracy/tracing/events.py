@@ -8,7 +8,8 @@ route already has: nothing to serialise), and references to the small parts of t
 or error that are stored (the answer's ``_routing``, its usage, the message). The shipper pickles a
 batch of events at once, off the event loop. Everything else a record costs —
 parsing the bodies, the :class:`TraceRecord`, :meth:`TraceRecord.to_row`'s checks and JSON, removing
-secrets, redaction — runs in the trace process (:mod:`opentracy.tracing.process`), through :func:`build`.
+secrets, redaction — runs in the trace process (:mod:`opentracy.tracing.process`), through :func:`build`,
+or for most requests :func:`row`, which goes straight to the stored row.
 
 Why (bench/README.md, "Session 9"): building and encoding a record on the event loop cost the server
 ~80 us per JSON request at c=1; pickling a copied-out event there still ~20 us.
@@ -19,11 +20,22 @@ An event is a tuple, not a dataclass: it only travels from the functions here to
 from __future__ import annotations
 
 import json
+import math
 import pickle
 from typing import TYPE_CHECKING, Any, Mapping
 
 from opentracy import __version__
-from opentracy.tracing.record import PARAMS_NOT_RECORDED, TraceRecord, json_safe
+from opentracy.tracing.record import (
+    COLUMN_NAMES,
+    LABEL_MAX_BYTES,
+    MAX_SECONDS,
+    MIN_SECONDS,
+    PARAMS_NOT_RECORDED,
+    TRACE_STATUSES,
+    TraceRecord,
+    dump_json,
+    json_safe,
+)
 
 if TYPE_CHECKING:
     from opentracy.gateway.errors import APIError
@@ -172,6 +184,124 @@ def build(event: Event) -> TraceRecord:
     elif kind == REJECTED and result:  # rejected before routing, but still this alias's traffic
         record.alias = requested_model
     return record
+
+
+# The columns row() writes, in its order; checked against the schema at import.
+_ROW_COLUMNS = ("trace_id", "start_time", "end_time", "alias", "requested_model", "selected_model", "provider",
+                "status", "error_type", "error_message", "http_status", "stream", "ttft_ms", "latency_ms",
+                "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd", "fallback_used", "attempts",
+                "messages", "response", "tools", "tool_calls", "finish_reason", "request_params", "api_key_name",
+                "user", "metadata", "redacted", "content_stored", "source", "version", "shadow_of", "encoding_errors")
+if _ROW_COLUMNS != COLUMN_NAMES:
+    raise RuntimeError("events.row() no longer matches TraceRecord's columns: update it with the schema")
+_UINT32_MAX = 0xFFFF_FFFF
+
+
+def row(event: Event, limit: int) -> list[Any] | None:
+    """``build(event).to_row(limit)`` for an answered or streamed request whose values all are of the
+    kinds and sizes ``to_row`` stores as they are; None for any other event (then use :func:`build`).
+
+    Why: the trace process does this for every request; without the record in between and
+    ``to_row``'s check per column its writer thread spent 36 us of CPU per JSON request instead of 46
+    (bench/README.md, "Session 10"). Only for the default trace policy (content stored, no redaction):
+    the others change the record.
+    """
+    (kind, trace_id, start_time, end_time, latency_ms, requested_model, stream, key_name, user, client_metadata,
+     shadow_of, error, routing, payload, result, notes) = event
+    if (kind != ANSWERED and kind != STREAM_ENDED) or error is not None or notes or type(payload) is not bytes:
+        return None
+    try:
+        request = json.loads(payload)
+        if type(request) is not dict or "input" in request:  # not a chat request: build() says why
+            return None
+        if type(routing) is dict:
+            attempts = routing.get("attempts") or []
+            alias, selected_model, provider = (routing.get("alias") or "", routing.get("selected_model") or "",
+                                               routing.get("provider") or "")
+            fallback_used = bool(routing.get("fallback_used")) or len(attempts) > 1
+        else:
+            alias, attempts, selected_model, provider, fallback_used = routing
+        status, error_type, error_message, http_status, ttft_ms = "ok", "", "", 200, None
+        if kind == ANSWERED:
+            answer_latency, cost, usage, content, tool_calls, finish_reason, has_choices = result
+            latency_ms = float(answer_latency or latency_ms)
+            cost = float(cost or 0.0)
+            if has_choices:
+                response = content if isinstance(content, str) else ""
+                tool_calls = tool_calls or []
+                finish_reason = str(finish_reason or "")
+            else:
+                response, tool_calls, finish_reason = "", [], ""
+        else:
+            status, stream_error, response, finish_reason, tool_calls, ttft_ms, cost, stream_latency, usage = result
+            if status == "error":
+                error_type, error_message, http_status = "stream_error", stream_error or "", 502
+            elif status == "cancelled":
+                error_type, http_status = "client_disconnected", 499
+            finish_reason = finish_reason or ""
+            if stream_latency is not None:
+                latency_ms = stream_latency
+        prompt_tokens = completion_tokens = total_tokens = 0
+        if usage:
+            prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            completion_tokens = int(usage.get("completion_tokens") or 0)
+            total_tokens = int(usage.get("total_tokens") or 0)
+        label_limit = min(limit, LABEL_MAX_BYTES)
+        if not (type(trace_id) is str and trace_id.isascii() and 0 < len(trace_id) <= LABEL_MAX_BYTES
+                and type(start_time) is float and MIN_SECONDS <= start_time <= MAX_SECONDS
+                and type(end_time) is float and MIN_SECONDS <= end_time <= MAX_SECONDS
+                and _fits(alias, label_limit) and _fits(requested_model, label_limit)
+                and _fits(selected_model, label_limit) and _fits(provider, label_limit)
+                and status in TRACE_STATUSES and _fits(error_message, limit)
+                and type(stream) is bool and (ttft_ms is None or _finite(ttft_ms)) and _finite(latency_ms)
+                and 0 <= prompt_tokens <= _UINT32_MAX and 0 <= completion_tokens <= _UINT32_MAX
+                and 0 <= total_tokens <= _UINT32_MAX and _finite(cost) and type(fallback_used) is bool
+                and _fits(response, limit) and _fits(finish_reason, label_limit)
+                and _fits(key_name or "", label_limit) and _fits(user or "", limit)
+                and _fits(shadow_of or "", limit) and _fits(__version__, label_limit)):
+            return None
+        texts = (_json_text(attempts, limit), _json_text(request.get("messages") or [], limit),
+                 _json_text(request.get("tools") or [], limit), _json_text(tool_calls, limit),
+                 _json_text({k: v for k, v in request.items()
+                             if k not in PARAMS_NOT_RECORDED and k not in ("messages", "model", "input")}, limit),
+                 _json_text(dict(client_metadata or {}), limit))
+    except Exception:  # whatever build() makes of it, it says so
+        return None
+    if None in texts:
+        return None
+    attempts_text, messages_text, tools_text, tool_calls_text, params_text, metadata_text = texts
+    return [trace_id, round(start_time * 1_000_000), round(end_time * 1_000_000), alias, requested_model,
+            selected_model, provider, status, error_type, error_message, http_status, stream, ttft_ms, latency_ms,
+            prompt_tokens, completion_tokens, total_tokens, cost, fallback_used, attempts_text, messages_text,
+            response, tools_text, tool_calls_text, finish_reason, params_text, key_name or "", user or "",
+            metadata_text, False, True, "gateway", __version__, shadow_of or "", []]
+
+
+def _fits(value: Any, limit: int) -> bool:
+    """A str ``to_row`` stores as it is: valid UTF-8 (no lone surrogates) of at most ``limit`` bytes."""
+    if type(value) is not str:
+        return False
+    if value.isascii():
+        return len(value) <= limit
+    try:
+        return len(value.encode("utf-8")) <= limit
+    except UnicodeEncodeError:
+        return False
+
+
+def _finite(value: Any) -> bool:
+    return type(value) is float and math.isfinite(value)
+
+
+def _json_text(value: Any, limit: int) -> str | None:
+    """The JSON column's text as ``to_row`` stores it, or None if ``to_row`` would have to fix it."""
+    if type(value) in (list, dict) and not value:
+        return "[]" if type(value) is list else "{}"
+    try:
+        text = dump_json(value)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return text if _fits(text, limit) else None
 
 
 def _parsed(body: bytes, what: str, notes: list[str]) -> dict[str, Any] | None:

@@ -30,6 +30,11 @@ class TracePolicy:
         self._forms = tuple((s, _json_escaped(s) if _json_escaped(s) != s else None) for s in self._secrets)
         self._redactor = Redactor() if redact else None
 
+    @property
+    def stores_as_built(self) -> bool:
+        """Whether :meth:`apply` leaves every record as it is (content stored, no redaction)."""
+        return self.store_content and self._redactor is None
+
     def apply(self, record: TraceRecord) -> TraceRecord:
         """Content and redaction settings; secrets are removed later, by :meth:`scrub_text` on the row."""
         if not self.store_content:

@@ -108,7 +108,8 @@ class _Served:
     def ingest(self, batch: Sequence[events.Event]) -> int:
         """Queue the events' records; the writer thread builds them (a builder that raises is counted)."""
         writer, policy = self._opened()[1], self._policy
-        writer.submit_all([functools.partial(_record, event, policy) for event in batch])
+        limit = self._opened()[0].max_text_bytes
+        writer.submit_all([functools.partial(_record, event, policy, limit) for event in batch])
         # Taken once queued; journaled (kept through a crash of this process) before the server lets
         # them go, unless the writer is stuck (a hung store): a resend would store them twice.
         writer.sync(INGEST_SYNC_TIMEOUT)
@@ -143,7 +144,13 @@ class _Served:
         return self._policy.scrub_text(text)
 
 
-def _record(event: events.Event, policy: TracePolicy) -> TraceRecord:
+def _record(event: events.Event, policy: TracePolicy, limit: int) -> TraceRecord | list[Any]:
+    """The event's record with the policy applied, or for the default policy its row where
+    :func:`events.row` can make it (most requests)."""
+    if policy.stores_as_built:
+        row = events.row(event, limit)
+        if row is not None:
+            return row
     record = events.build(event)
     return record if record.content_stored is False else policy.apply(record)
 

@@ -51,8 +51,8 @@ _MIN_TIME = datetime(1900, 1, 1, tzinfo=timezone.utc)  # DateTime64 range
 _MAX_TIME = datetime(2299, 12, 31, tzinfo=timezone.utc)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
-_MIN_SECONDS = (_MIN_TIME - _EPOCH).total_seconds()
-_MAX_SECONDS = (_MAX_TIME - _EPOCH).total_seconds()
+MIN_SECONDS = (_MIN_TIME - _EPOCH).total_seconds()
+MAX_SECONDS = (_MAX_TIME - _EPOCH).total_seconds()
 
 
 def new_trace_id() -> str:
@@ -332,7 +332,8 @@ _JSON_CORE = None if json.encoder.c_make_encoder is None else json.encoder.c_mak
     None, _JSON.default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
 
 
-def _dump_json(value: Any) -> str:
+def dump_json(value: Any) -> str:
+    """JSON text as the JSON columns store it (compact, not ASCII-escaped); raises what ``json`` raises."""
     return _JSON.encode(value) if _JSON_CORE is None else "".join(_JSON_CORE(value, 0))
 
 
@@ -341,11 +342,11 @@ def _encode_json(column: Column, value: Any, limit: int) -> tuple[str, Sequence[
         return ("[]" if type(value) is list else "{}"), _OK
     problems: list[str] = []
     try:
-        text = _dump_json(value)
+        text = dump_json(value)
         if text.isascii() and len(text) <= limit:
             return text, _OK
     except (TypeError, ValueError, RecursionError):
-        text = _dump_json(_json_safe(value, "$", problems, set(), 0))
+        text = dump_json(_json_safe(value, "$", problems, set(), 0))
     text, more = _clean_unicode(text)
     problems += more
     size = len(text.encode("utf-8"))
@@ -567,7 +568,7 @@ def _compile_encode_fields() -> Callable[[TraceRecord, int, list[str]], list[Any
     scope: dict[str, Any] = {"LABEL_MAX_BYTES": LABEL_MAX_BYTES, "isfinite": math.isfinite, "datetime": datetime,
                              "utc": timezone.utc, "MIN_TIME": _MIN_TIME, "MAX_TIME": _MAX_TIME,
                              "encode_field": _encode_field, "COLUMNS": COLUMNS, "micros": _micros,
-                             "MIN_SECONDS": _MIN_SECONDS, "MAX_SECONDS": _MAX_SECONDS}
+                             "MIN_SECONDS": MIN_SECONDS, "MAX_SECONDS": MAX_SECONDS}
     for i, column in enumerate(COLUMNS[:-1]):
         lines.append(f"    v = record.{column.name}")
         quick = [column.kind, "seconds"] if column.kind == "time" else [column.kind]

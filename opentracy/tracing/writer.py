@@ -72,8 +72,8 @@ log = logging.getLogger(__name__)
 
 DROP_REASONS = ("queue_full", "spool_full", "closed", "unencodable", "spool_corrupt", "internal_error")
 EncodedRow = list  # TraceWriter.encode()'s result: a row as stored, secrets scrubbed
-Pending = TraceRecord | Callable[[], TraceRecord] | EncodedRow  # a record, its builder (run on the
-# writer thread), or a row the caller already encoded
+Pending = TraceRecord | Callable[[], TraceRecord | list] | EncodedRow  # a record; its builder (run on the
+# writer thread), which may return the record's to_row() instead; or a row the caller already encoded
 _WARN_EVERY = 10.0  # seconds between repeated warnings of one kind
 _REPLAY_SLICE = 0.5  # seconds of replay before the queue is looked at again
 
@@ -373,8 +373,12 @@ class TraceWriter:
             try:
                 if type(pending) is list:  # encoded by the caller
                     self._rows.append(pending)
+                    continue
+                built = pending if isinstance(pending, TraceRecord) else pending()
+                if type(built) is list:  # the builder's to_row(): secrets still to remove
+                    self._rows.append(_scrubbed(built, self._scrub) if self._scrub is not None else built)
                 else:
-                    self._rows.append(self.encode(pending if isinstance(pending, TraceRecord) else pending()))
+                    self._rows.append(self.encode(built))
             except Exception:  # builders and to_row() are built not to raise; if one does, say so loudly
                 log.exception("trace writer: record could not be built or encoded")
                 self._drop("unencodable", 1)

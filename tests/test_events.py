@@ -1,0 +1,124 @@
+"""events.row(): the trace process's short way from a gateway event to its stored row.
+
+It must store exactly what the long way (``build(event).to_row()``) stores, and step aside (None)
+for anything that way has to fix. The events here come from the gateway's own hooks, with the answers
+and stream results the routes hand them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from opentracy.gateway.extras import RequestContext, answer as answer_extras
+from opentracy.gateway.streaming import StreamResult
+from opentracy.routing.aliases import Route, Target
+from opentracy.routing.router import Attempt, RouteOutcome
+from opentracy.tracing import events
+from opentracy.tracing.record import DEFAULT_MAX_TEXT_BYTES
+from tests.support import WEATHER_TOOL
+
+TARGET = Target("gpt-4o", {"model": "openai/gpt-4o"}, "openai")
+BACKUP = Target("claude", {"model": "anthropic/claude-sonnet-4-6"}, "anthropic")
+
+
+def _outcome(fallback: bool = False) -> RouteOutcome:
+    if fallback:
+        attempts = [Attempt("openai/gpt-4o", "openai", "error", 12.5, "RateLimitError: slow down", 429),
+                    Attempt("anthropic/claude-sonnet-4-6", "anthropic", "ok", 30.25)]
+        return RouteOutcome(Route("gpt-4o", "smart", (TARGET, BACKUP)), attempts, BACKUP)
+    return RouteOutcome(Route("gpt-4o", None, (TARGET,)), [Attempt("openai/gpt-4o", "openai", "ok", 3.5)], TARGET)
+
+
+def _answered(request: dict[str, Any], message: dict[str, Any], *, fallback: bool = False, choices: bool = True,
+              cost: Any = None, ctx: RequestContext | None = None, **ctx_fields: Any) -> events.Event:
+    ctx = ctx or RequestContext(request.get("model", "gpt-4o"), **ctx_fields)
+    outcome = _outcome(fallback)
+    outcome.response = {"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o",
+                        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}] if choices else [],
+                        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}
+    data = answer_extras(ctx, outcome)  # the JSON the client gets: _cost, _latency_ms, _routing
+    if cost is not None:
+        data["_cost"] = cost
+    body = json.dumps(request, ensure_ascii=False).encode()
+    return events.answered(ctx, ctx.start_time + 0.2, 200.0, outcome, request, data, request_body=body)
+
+
+def _streamed(request: dict[str, Any], result: StreamResult) -> events.Event:
+    ctx = RequestContext(request["model"], stream=True)
+    body = json.dumps(request).encode()
+    return events.stream_ended(ctx, ctx.start_time + 0.5, 500.0, _outcome(), request, result, request_body=body)
+
+
+CHAT = {"model": "gpt-4o", "messages": [{"role": "system", "content": "Be brief."},
+                                        {"role": "user", "content": "What is the capital of France?"}]}
+HELLO = {"role": "assistant", "content": "Paris."}
+
+
+def _stream_result(status: str = "ok", **fields: Any) -> StreamResult:
+    result = StreamResult(status=status, text=["Par", "is."], usage={"prompt_tokens": 9, "completion_tokens": 2,
+                                                                     "total_tokens": 11},
+                          finish_reason="stop", cost=0.0001, ttft_ms=41.5, latency_ms=480.0)
+    for name, value in fields.items():
+        setattr(result, name, value)
+    return result
+
+
+TAKEN = {
+    "plain chat": _answered(CHAT, HELLO),
+    "non-ASCII prompt and answer": _answered(
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": "Où est 東京? 🗼"}]},
+        {"role": "assistant", "content": "東京は日本の首都です — très bien ✓"}),
+    "tools, tool calls, parameters, metadata, user, key": _answered(
+        {**CHAT, "tools": [WEATHER_TOOL], "tool_choice": "auto", "temperature": 0.2, "max_tokens": 64,
+         "response_format": {"type": "text"}, "user": "u-42", "metadata": {"team": "search"}, "stream": False},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+        key_name="prod", user="u-42", client_metadata={"team": "search", "ticket": 7}),
+    "an alias that fell back": _answered({**CHAT, "model": "smart"}, HELLO, fallback=True),
+    "an answer without choices": _answered(CHAT, HELLO, choices=False),
+    "an integer cost": _answered(CHAT, HELLO, cost=0),
+    "a shadow call": _answered(CHAT, HELLO, shadow_of="0" * 32),
+    "a finished stream": _streamed({**CHAT, "stream": True, "stream_options": {"include_usage": True}},
+                                   _stream_result()),
+    "a stream the upstream broke": _streamed({**CHAT, "stream": True}, _stream_result("error", error="reset by peer")),
+    "a stream the client left": _streamed({**CHAT, "stream": True}, _stream_result("cancelled", ttft_ms=None,
+                                                                                  usage=None, latency_ms=None)),
+    "a stream with tool calls": _streamed({**CHAT, "stream": True, "tools": [WEATHER_TOOL]}, _stream_result(
+        calls={0: {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}})),
+}
+
+LEFT = {  # to_row fixes something in each: row() must leave them to build()
+    "a lone surrogate in the answer": _answered(CHAT, {"role": "assistant", "content": "bad \ud800 text"}),
+    "a NaN cost": _answered(CHAT, HELLO, cost=float("nan")),
+    "a prompt over the size cap": _answered(
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * (DEFAULT_MAX_TEXT_BYTES + 10)}]}, HELLO),
+    "a body that is not a JSON object": events.answered(
+        RequestContext("gpt-4o"), 1.0, 1.0, _outcome(), CHAT, {"choices": []}, request_body=b"[1, 2]"),
+    "an embeddings request": _answered({"model": "text-embedding-3-small", "input": ["a", "b"]}, HELLO),
+    "a request answered without a body at hand": events.answered(
+        RequestContext("gpt-4o"), 1.0, 1.0, _outcome(), CHAT, {"choices": []}),
+    "a string where the trace id goes": _answered(CHAT, HELLO, ctx=RequestContext("gpt-4o", trace_id="")),
+}
+
+
+@pytest.mark.parametrize("name", list(TAKEN))
+def test_row_stores_what_the_record_would(name: str) -> None:
+    event = TAKEN[name]
+    fast = events.row(event, DEFAULT_MAX_TEXT_BYTES)
+    assert fast is not None, "row() should take this event"
+    assert fast == events.build(event).to_row(DEFAULT_MAX_TEXT_BYTES)
+
+
+@pytest.mark.parametrize("name", list(LEFT))
+def test_row_leaves_what_needs_fixing_to_the_record(name: str) -> None:
+    assert events.row(LEFT[name], DEFAULT_MAX_TEXT_BYTES) is None
+
+
+def test_row_respects_a_smaller_size_cap() -> None:
+    event = _answered({"model": "gpt-4o", "messages": [{"role": "user", "content": "é" * 1500}]}, HELLO)
+    assert events.row(event, 2 * 1024 * 1024) == events.build(event).to_row(2 * 1024 * 1024)
+    assert events.row(event, 2048) is None  # 3000 bytes of prompt: to_row would truncate it
+    assert events.build(event).to_row(2048)[-1]  # ... and says so
