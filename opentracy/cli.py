@@ -171,19 +171,15 @@ def _serve(args: argparse.Namespace) -> int:
 def _open_tracer(settings: Settings) -> "GatewayTracer":
     """The tracer, once the embedded store is free: a restart right after a ``kill -9`` finds the killed
     server's trace process still writing out its queue, and waits for it rather than failing."""
-    from opentracy.store import StoreLockedError, wait_for_release
+    from opentracy.store import StoreLockedError
     from opentracy.tracing.gateway import GatewayTracer
-    from opentracy.tracing.reader import STORE_RELEASE_WAIT, running_server
+    from opentracy.tracing.reader import running_server, wait_for_store
 
     try:
         return GatewayTracer.open(settings)
     except StoreLockedError as exc:
-        if running_server(settings.engine.data_dir):
-            raise  # a live server holds it: refuse at once
-        print(f"opentracy: the trace store is held by process {exc.pid or '?'}; waiting up to "
-              f"{STORE_RELEASE_WAIT:.0f} s for it to let go", file=sys.stderr, flush=True)
-        if not wait_for_release(exc.path, STORE_RELEASE_WAIT):
-            raise
+        if running_server(settings.engine.data_dir) or not wait_for_store(exc):
+            raise  # a live server holds it (refused at once), or the holder kept it
         return GatewayTracer.open(settings)
 
 

@@ -413,8 +413,8 @@ def _connect_chdb(path: str) -> Client:
 def wait_for_release(path: str, timeout: float) -> bool:
     """Whether the process holding the chDB directory ``path`` let go of it within ``timeout`` seconds.
 
-    After a ``kill -9`` of ``opentracy serve`` its trace process holds the store for the second or so it
-    takes to write out its queue; a restart or a CLI read in that window waits instead of failing.
+    After a ``kill -9`` of ``opentracy serve`` its trace process holds the store while it writes out its
+    queue; a restart or a CLI read in that moment waits instead of failing.
     """
     deadline = time.monotonic() + timeout
     while _foreign_holder(path) is not None:

@@ -27,7 +27,8 @@ SINCE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "
 ENGINE_FILE = "engine.json"
 STORE_RELEASE_WAIT = 15.0
 """Seconds to wait for a process that holds the embedded store while no server answers for it (a
-killed server's trace process writes out its queue first: ~1 s; its writer gives up after 10)."""
+killed server's trace process writes out its queue first: ~60 ms for a small one here, longer for a
+large one on a busy machine; its writer gives up after 10 s)."""
 
 
 class TraceSource(Protocol):
@@ -172,13 +173,19 @@ def open_source(options: EngineOptions, server: str | None = None, api_key: str 
     try:
         store = TraceStore(url, ttl_days=options.trace_ttl_days)
     except StoreLockedError as exc:  # no server answers for it: likely a killed one's trace process, writing out
-        print(f"opentracy: the trace store is held by process {exc.pid or '?'}; waiting up to "
-              f"{STORE_RELEASE_WAIT:.0f} s for it to let go", file=sys.stderr, flush=True)
-        if not wait_for_release(exc.path, STORE_RELEASE_WAIT):
+        if not wait_for_store(exc):
             raise RuntimeError(f"{exc}. If a server holds it, pass --server http://HOST:PORT") from None
         store = TraceStore(url, ttl_days=options.trace_ttl_days)
     _deliver_leftovers(store, options)
     return StoreSource(store)
+
+
+def wait_for_store(exc: StoreLockedError) -> bool:
+    """Say so on stderr and wait (up to :data:`STORE_RELEASE_WAIT`) for the holder of the embedded store
+    to let go of it; whether it did. For when no server answers for the store."""
+    print(f"opentracy: the trace store is held by process {exc.pid or '?'}; waiting up to "
+          f"{STORE_RELEASE_WAIT:.0f} s for it to let go", file=sys.stderr, flush=True)
+    return wait_for_release(exc.path, STORE_RELEASE_WAIT)
 
 
 def _deliver_leftovers(store: TraceStore, options: EngineOptions) -> None:
