@@ -107,9 +107,8 @@ class _Served:
 
     def ingest(self, batch: Sequence[events.Event]) -> int:
         """Queue the events' records; the writer thread builds them (a builder that raises is counted)."""
-        writer, policy = self._opened()[1], self._policy
-        limit = self._opened()[0].max_text_bytes
-        writer.submit_all([functools.partial(_record, event, policy, limit) for event in batch])
+        (store, writer), policy = self._opened(), self._policy
+        writer.submit_all([functools.partial(_record, event, policy, store.max_text_bytes) for event in batch])
         # Taken once queued; journaled (kept through a crash of this process) before the server lets
         # them go, unless the writer is stuck (a hung store): a resend would store them twice.
         writer.sync(INGEST_SYNC_TIMEOUT)
