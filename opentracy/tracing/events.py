@@ -128,10 +128,6 @@ def build(event: Event) -> TraceRecord:
     notes = list(notes)
     if type(payload) is bytes:
         payload = _parsed(payload, "request body", notes)
-    if type(routing) is dict:  # an answer's _routing, as the client got it
-        attempts = routing.get("attempts") or []
-        routing = (routing.get("alias") or "", attempts, routing.get("selected_model") or "",
-                   routing.get("provider") or "", bool(routing.get("fallback_used")) or len(attempts) > 1)
     record = TraceRecord(
         trace_id=trace_id,
         start_time=start_time,  # Unix seconds: TraceRecord stores them as they are (see its time convention)
@@ -156,7 +152,8 @@ def build(event: Event) -> TraceRecord:
         return record
     _add_request(record, payload)
     if routing is not None:
-        (record.alias, record.attempts, record.selected_model, record.provider, record.fallback_used) = routing
+        (record.alias, record.attempts, record.selected_model, record.provider,
+         record.fallback_used) = _routing_fields(routing)
     if kind == ANSWERED:
         answer_latency, cost, usage, content, tool_calls, finish_reason, has_choices = result
         record.latency_ms = float(answer_latency or record.latency_ms)
@@ -169,10 +166,7 @@ def build(event: Event) -> TraceRecord:
     elif kind == STREAM_ENDED:
         status, stream_error, output, finish_reason, tool_calls, ttft_ms, cost, stream_latency, usage = result
         record.status = status
-        if status == "error":
-            record.error_type, record.error_message, record.http_status = "stream_error", stream_error or "", 502
-        elif status == "cancelled":
-            record.error_type, record.http_status = "client_disconnected", 499
+        record.error_type, record.error_message, record.http_status = _stream_outcome(status, stream_error)
         record.response = output
         record.finish_reason = finish_reason or ""
         record.tool_calls = tool_calls
@@ -214,13 +208,7 @@ def row(event: Event, limit: int) -> list[Any] | None:
         request = json.loads(payload)
         if type(request) is not dict or "input" in request:  # not a chat request: build() says why
             return None
-        if type(routing) is dict:
-            attempts = routing.get("attempts") or []
-            alias, selected_model, provider = (routing.get("alias") or "", routing.get("selected_model") or "",
-                                               routing.get("provider") or "")
-            fallback_used = bool(routing.get("fallback_used")) or len(attempts) > 1
-        else:
-            alias, attempts, selected_model, provider, fallback_used = routing
+        alias, attempts, selected_model, provider, fallback_used = _routing_fields(routing)
         status, error_type, error_message, http_status, ttft_ms = "ok", "", "", 200, None
         if kind == ANSWERED:
             answer_latency, cost, usage, content, tool_calls, finish_reason, has_choices = result
@@ -234,18 +222,11 @@ def row(event: Event, limit: int) -> list[Any] | None:
                 response, tool_calls, finish_reason = "", [], ""
         else:
             status, stream_error, response, finish_reason, tool_calls, ttft_ms, cost, stream_latency, usage = result
-            if status == "error":
-                error_type, error_message, http_status = "stream_error", stream_error or "", 502
-            elif status == "cancelled":
-                error_type, http_status = "client_disconnected", 499
+            error_type, error_message, http_status = _stream_outcome(status, stream_error)
             finish_reason = finish_reason or ""
             if stream_latency is not None:
                 latency_ms = stream_latency
-        prompt_tokens = completion_tokens = total_tokens = 0
-        if usage:
-            prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            completion_tokens = int(usage.get("completion_tokens") or 0)
-            total_tokens = int(usage.get("total_tokens") or 0)
+        prompt_tokens, completion_tokens, total_tokens = _token_counts(usage)
         label_limit = min(limit, LABEL_MAX_BYTES)
         if not (type(trace_id) is str and trace_id.isascii() and 0 < len(trace_id) <= LABEL_MAX_BYTES
                 and type(start_time) is float and MIN_SECONDS <= start_time <= MAX_SECONDS
@@ -262,8 +243,7 @@ def row(event: Event, limit: int) -> list[Any] | None:
             return None
         texts = (_json_text(attempts, limit), _json_text(request.get("messages") or [], limit),
                  _json_text(request.get("tools") or [], limit), _json_text(tool_calls, limit),
-                 _json_text({k: v for k, v in request.items()
-                             if k not in PARAMS_NOT_RECORDED and k not in ("messages", "model", "input")}, limit),
+                 _json_text(_request_params(request), limit),
                  _json_text(dict(client_metadata or {}), limit))
     except Exception:  # whatever build() makes of it, it says so
         return None
@@ -275,6 +255,36 @@ def row(event: Event, limit: int) -> list[Any] | None:
             prompt_tokens, completion_tokens, total_tokens, cost, fallback_used, attempts_text, messages_text,
             response, tools_text, tool_calls_text, finish_reason, params_text, key_name or "", user or "",
             metadata_text, False, True, "gateway", __version__, shadow_of or "", []]
+
+
+def _routing_fields(routing: Any) -> tuple[str, Any, str, str, bool]:
+    """(alias, attempts, selected model, provider, fallback used) from an answer's ``_routing`` as the
+    client got it, or from :func:`_routing` (already that tuple)."""
+    if type(routing) is not dict:
+        return routing
+    attempts = routing.get("attempts") or []
+    return (routing.get("alias") or "", attempts, routing.get("selected_model") or "", routing.get("provider") or "",
+            bool(routing.get("fallback_used")) or len(attempts) > 1)
+
+
+def _stream_outcome(status: str, stream_error: str | None) -> tuple[str, str, int]:
+    """(error type, error message, HTTP status) of a stream that ended with ``status``."""
+    if status == "error":
+        return "stream_error", stream_error or "", 502
+    if status == "cancelled":
+        return "client_disconnected", "", 499
+    return "", "", 200
+
+
+def _request_params(payload: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in payload.items() if k not in PARAMS_NOT_RECORDED and k not in ("messages", "model", "input")}
+
+
+def _token_counts(usage: Mapping[str, Any] | None) -> tuple[int, int, int]:
+    if not usage:
+        return 0, 0, 0
+    return (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
+            int(usage.get("total_tokens") or 0))
 
 
 def _fits(value: Any, limit: int) -> bool:
@@ -320,14 +330,10 @@ def _add_request(record: TraceRecord, payload: Mapping[str, Any] | None) -> None
         return
     record.messages = payload.get("messages") or []
     record.tools = payload.get("tools") or []
-    record.request_params = {k: v for k, v in payload.items()
-                             if k not in PARAMS_NOT_RECORDED and k not in ("messages", "model", "input")}
+    record.request_params = _request_params(payload)
     if "input" in payload:  # embeddings: the input is the "prompt"
         record.messages = [{"role": "user", "content": json.dumps(payload["input"], ensure_ascii=False)}]
 
 
 def _add_usage(record: TraceRecord, usage: Mapping[str, Any] | None) -> None:
-    if usage:
-        record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        record.completion_tokens = int(usage.get("completion_tokens") or 0)
-        record.total_tokens = int(usage.get("total_tokens") or 0)
+    record.prompt_tokens, record.completion_tokens, record.total_tokens = _token_counts(usage)

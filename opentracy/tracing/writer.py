@@ -1,8 +1,8 @@
 """``TraceWriter``: gets trace records from the request path into the store, off the request path.
 
-``submit()`` only puts the record (a builder of it, or the row :meth:`TraceWriter.encode` made of it)
-on a bounded in-memory queue. One background thread builds and encodes (sanitises) what came in
-unencoded every ``encode_interval`` (0.5 s) while records arrive, and sleeps while none do (the first
+``submit()`` only puts the record (or a builder of it) on a bounded in-memory queue. One background
+thread builds and encodes (sanitises) what came in every ``encode_interval`` (0.5 s) while records
+arrive, and sleeps while none do (the first
 ``submit()`` after a quiet spell wakes it); it appends the encoded rows to the disk
 :class:`~opentracy.store.journal.Journal` (so a crash does not lose the batch being collected), and
 inserts them in one call per ``batch_size`` rows (10,000), ``batch_bytes`` of rows (16 MiB) or
@@ -71,9 +71,8 @@ from opentracy.tracing.record import (
 log = logging.getLogger(__name__)
 
 DROP_REASONS = ("queue_full", "spool_full", "closed", "unencodable", "spool_corrupt", "internal_error")
-EncodedRow = list  # TraceWriter.encode()'s result: a row as stored, secrets scrubbed
-Pending = TraceRecord | Callable[[], TraceRecord | list] | EncodedRow  # a record; its builder (run on the
-# writer thread), which may return the record's to_row() instead; or a row the caller already encoded
+Pending = TraceRecord | Callable[[], TraceRecord | list]  # a record, or its builder (run on the writer
+# thread), which may return the record's to_row() instead
 _WARN_EVERY = 10.0  # seconds between repeated warnings of one kind
 _REPLAY_SLICE = 0.5  # seconds of replay before the queue is looked at again
 
@@ -158,20 +157,11 @@ class TraceWriter:
 
     # -- request path ---------------------------------------------------------------------------
 
-    def encode(self, record: TraceRecord) -> EncodedRow:
-        """The row as it will be stored: sanitised (``to_row``) and secrets scrubbed. Safe on any thread.
-
-        A caller that has the record's objects hot in cache may encode it itself and ``submit()`` the
-        row (the gateway does, right after answering: see :mod:`opentracy.tracing.gateway`).
-        """
-        row = record.to_row(self._max_text_bytes)
-        return _scrubbed(row, self._scrub) if self._scrub is not None else row
-
     def submit(self, record: Pending) -> bool:
         """Queue a record for writing; never blocks. False if it was dropped (counted and logged).
 
         ``record`` may be a builder called on the writer thread (what it costs is then paid there, in
-        batches), or a row from :meth:`encode`.
+        batches).
         """
         return self.submit_all((record,)) == 1
 
@@ -371,14 +361,9 @@ class TraceWriter:
         first = len(self._rows)
         for pending in records:
             try:
-                if type(pending) is list:  # encoded by the caller
-                    self._rows.append(pending)
-                    continue
                 built = pending if isinstance(pending, TraceRecord) else pending()
-                if type(built) is list:  # the builder's to_row(): secrets still to remove
-                    self._rows.append(_scrubbed(built, self._scrub) if self._scrub is not None else built)
-                else:
-                    self._rows.append(self.encode(built))
+                row = built if type(built) is list else built.to_row(self._max_text_bytes)
+                self._rows.append(_scrubbed(row, self._scrub) if self._scrub is not None else row)
             except Exception:  # builders and to_row() are built not to raise; if one does, say so loudly
                 log.exception("trace writer: record could not be built or encoded")
                 self._drop("unencodable", 1)
