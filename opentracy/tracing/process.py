@@ -3,7 +3,8 @@
 The server's event loop only notes what it saw of each request — a tuple, with the JSON bodies as the
 bytes that crossed the wire (:mod:`opentracy.tracing.events`) — and a thread of the server ships those
 events here every ``SHIP_INTERVAL`` (:mod:`opentracy.tracing.gateway`). This process builds the
-records (:func:`opentracy.tracing.events.build`, then the trace policy: content, redaction), and its
+records (:func:`opentracy.tracing.events.build`, then the trace policy: content, redaction; or, for
+most requests under the default policy, :func:`~opentracy.tracing.events.row` straight to the row), and its
 :class:`~opentracy.tracing.writer.TraceWriter` encodes them, removes secrets, journals, inserts and
 spools, with the guarantees described there. The server's reads (admin routes) come here too.
 
