@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import pytest
+from starlette.responses import JSONResponse
 
 from opentracy.gateway.extras import RequestContext, answer as answer_extras
 from opentracy.gateway.streaming import StreamResult
@@ -32,8 +33,11 @@ def _outcome(fallback: bool = False) -> RouteOutcome:
     return RouteOutcome(Route("gpt-4o", None, (TARGET,)), [Attempt("openai/gpt-4o", "openai", "ok", 3.5)], TARGET)
 
 
-def _answered(request: dict[str, Any], message: dict[str, Any], *, fallback: bool = False, choices: bool = True,
-              cost: Any = None, ctx: RequestContext | None = None, **ctx_fields: Any) -> events.Event:
+def _answered_both(request: dict[str, Any], message: dict[str, Any], *, fallback: bool = False, choices: bool = True,
+                   cost: Any = None, ctx: RequestContext | None = None,
+                   **ctx_fields: Any) -> tuple[events.Event, events.Event | None]:
+    """The event of one answer made from the answer's dict (embeddings, shadow calls) and from the
+    bytes the client got (chat completions); None for the second where the answer cannot be sent."""
     ctx = ctx or RequestContext(request.get("model", "gpt-4o"), **ctx_fields)
     outcome = _outcome(fallback)
     outcome.response = {"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o",
@@ -43,7 +47,21 @@ def _answered(request: dict[str, Any], message: dict[str, Any], *, fallback: boo
     if cost is not None:
         data["_cost"] = cost
     body = json.dumps(request, ensure_ascii=False).encode()
-    return events.answered(ctx, ctx.start_time + 0.2, 200.0, outcome, request, data, request_body=body)
+    try:
+        sent: bytes | None = JSONResponse(data).body  # what the route sends, and traces
+    except ValueError:  # a NaN, a lone surrogate: the route cannot send it either
+        sent = None
+    ended = ctx.start_time + 0.2
+    from_dict = events.answered(ctx, ended, 200.0, outcome, request, data, request_body=body)
+    as_sent = (events.answered(ctx, ended, 200.0, outcome, request, data, request_body=body, answer_body=sent)
+               if sent is not None else None)
+    return from_dict, as_sent
+
+
+def _answered(request: dict[str, Any], message: dict[str, Any], **fields: Any) -> events.Event:
+    """The event the route makes: from the bytes sent where it can send them."""
+    from_dict, as_sent = _answered_both(request, message, **fields)
+    return as_sent or from_dict
 
 
 def _streamed(request: dict[str, Any], result: StreamResult) -> events.Event:
@@ -117,8 +135,43 @@ def test_row_leaves_what_needs_fixing_to_the_record(name: str) -> None:
     assert events.row(LEFT[name], DEFAULT_MAX_TEXT_BYTES) is None
 
 
+ANSWERS = {  # (request, answer message, options)
+    "plain chat": (CHAT, HELLO, {}),
+    "non-ASCII and emoji": ({"model": "gpt-4o", "messages": [{"role": "user", "content": "東京 🗼 \"quoted\"\n"}]},
+                            {"role": "assistant", "content": "東京は — ✓ \\ back\tslash"}, {}),
+    "tool calls and metadata": ({**CHAT, "tools": [WEATHER_TOOL], "temperature": 0.2}, {
+        "role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+            "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]}, {"client_metadata": {"team": "x"}}),
+    "a fallback": ({**CHAT, "model": "smart"}, HELLO, {"fallback": True}),
+    "no choices": (CHAT, HELLO, {"choices": False}),
+    "an integer cost": (CHAT, HELLO, {"cost": 0}),
+    "a tiny float cost": (CHAT, HELLO, {"cost": 1.2345678901234567e-07}),
+}
+
+
+@pytest.mark.parametrize("name", list(ANSWERS))
+def test_an_answer_traced_from_the_bytes_sent_stores_what_its_dict_would(name: str) -> None:
+    request, message, options = ANSWERS[name]
+    from_dict, as_sent = _answered_both(request, message, **options)
+    assert as_sent is not None and type(as_sent[-2]) is bytes  # the route's event carries the bytes
+    expected = events.build(from_dict).to_row(DEFAULT_MAX_TEXT_BYTES)
+    assert events.build(as_sent).to_row(DEFAULT_MAX_TEXT_BYTES) == expected
+    assert events.row(as_sent, DEFAULT_MAX_TEXT_BYTES) == expected
+
+
+def test_an_answer_body_that_is_not_json_is_noted_not_lost() -> None:
+    """Cannot come from the route (it sends what it rendered); if it did, the trace says so."""
+    event = events.answered(RequestContext("gpt-4o"), 1.0, 1.0, _outcome(), CHAT, {"_routing": {}},
+                            request_body=json.dumps(CHAT).encode(), answer_body=b"{truncated")
+    assert events.row(event, DEFAULT_MAX_TEXT_BYTES) is None
+    record = events.build(event)
+    assert record.messages == CHAT["messages"] and record.response == ""
+    assert any("answer body" in note for note in record.encoding_errors)
+
+
 def test_row_respects_a_smaller_size_cap() -> None:
     event = _answered({"model": "gpt-4o", "messages": [{"role": "user", "content": "é" * 1500}]}, HELLO)
     assert events.row(event, 2 * 1024 * 1024) == events.build(event).to_row(2 * 1024 * 1024)
     assert events.row(event, 2048) is None  # 3000 bytes of prompt: to_row would truncate it
     assert events.build(event).to_row(2048)[-1]  # ... and says so
+

@@ -109,9 +109,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
     if not ctx.stream:
         engine.upstream_slots.release()
         data = answer(ctx, outcome)
-        tracer.answered(ctx, outcome, payload, data, request_body=request_body)
+        response = _json_response(ctx, data)
+        tracer.answered(ctx, outcome, payload, data, request_body=request_body, answer_body=response.body)
         shadower.mirror(engine, tracer, ctx, route, payload)
-        return _json_response(ctx, data)
+        return response
 
     def finished(result: StreamResult) -> None:
         engine.upstream_slots.release()  # a stream holds its slot until it ends, however it ends

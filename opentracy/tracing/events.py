@@ -49,13 +49,19 @@ Event = tuple  # (kind, trace_id, start_time, end_time, latency_ms, requested_mo
 
 
 def answered(ctx: "RequestContext", ended: float, latency_ms: float, outcome: "RouteOutcome",
-             payload: Mapping[str, Any], answer: Mapping[str, Any], *, request_body: bytes | None = None) -> Event:
+             payload: Mapping[str, Any], answer: Mapping[str, Any], *, request_body: bytes | None = None,
+             answer_body: bytes | None = None) -> Event:
     """A JSON answer as sent: its cost, usage and latency are the client's ``_cost``, ``usage``, ``_latency_ms``,
-    its routing the answer's ``_routing``. With the request's body (the route has it), the event
-    carries those bytes rather than the payload: the trace process parses them."""
+    its routing the answer's ``_routing``. With the request's body and the answer's (the bytes the
+    route received and sent), the event carries those bytes rather than the payload and parts of the
+    answer: the trace process parses them. Bytes are one object to hold and to pickle, where the
+    answer's routing alone is some twenty (bench/README.md, "Session 11")."""
+    request = payload if request_body is None else request_body
     sent = answer.get("_routing")
+    if answer_body is not None and sent is not None:
+        return _event(ANSWERED, ctx, ended, latency_ms, None, None, request, answer_body)
     return _event(ANSWERED, ctx, ended, latency_ms, None, sent if sent is not None else _routing(outcome),
-                  payload if request_body is None else request_body, _answer_parts(answer))
+                  request, _answer_parts(answer))
 
 
 def auth_failed(ctx: "RequestContext", ended: float, latency_ms: float, error: "APIError") -> Event:
@@ -101,6 +107,11 @@ def _routing(outcome: "RouteOutcome") -> tuple[str, list[dict[str, Any]], str, s
             outcome.fallback_used or len(attempts) > 1)
 
 
+def _answer_as_sent(answer: Mapping[str, Any]) -> tuple[Any, tuple[Any, ...]]:
+    """(routing, parts) of an answer parsed from the bytes the client got."""
+    return answer.get("_routing"), _answer_parts(answer)
+
+
 def _answer_parts(answer: Mapping[str, Any]) -> tuple[Any, ...]:
     choices = answer.get("choices") or ()
     first = choices[0] if choices else {}
@@ -128,6 +139,8 @@ def build(event: Event) -> TraceRecord:
     notes = list(notes)
     if type(payload) is bytes:
         payload = _parsed(payload, "request body", notes)
+    if type(result) is bytes:
+        routing, result = _answer_as_sent(_parsed(result, "answer body", notes) or {})
     record = TraceRecord(
         trace_id=trace_id,
         start_time=start_time,  # Unix seconds: TraceRecord stores them as they are (see its time convention)
@@ -208,6 +221,11 @@ def row(event: Event, limit: int) -> list[Any] | None:
         request = json.loads(payload)
         if type(request) is not dict or "input" in request:  # not a chat request: build() says why
             return None
+        if type(result) is bytes:
+            answer = json.loads(result)
+            if type(answer) is not dict:
+                return None
+            routing, result = _answer_as_sent(answer)
         alias, attempts, selected_model, provider, fallback_used = _routing_fields(routing)
         status, error_type, error_message, http_status, ttft_ms = "ok", "", "", 200, None
         if kind == ANSWERED:

@@ -81,9 +81,10 @@ class GatewayTracer(Tracer):
     # -- hooks called by the routes (event loop) --------------------------------------------------
 
     def answered(self, ctx: "RequestContext", outcome: "RouteOutcome", payload: Mapping[str, Any],
-                 answer: Mapping[str, Any], *, request_body: bytes | None = None) -> None:
+                 answer: Mapping[str, Any], *, request_body: bytes | None = None,
+                 answer_body: bytes | None = None) -> None:
         self._send(events.answered(ctx, time.time(), ctx.latency_ms(), outcome, payload, answer,
-                                   request_body=request_body))
+                                   request_body=request_body, answer_body=answer_body))
 
     def auth_failed(self, ctx: "RequestContext", error: "APIError") -> None:
         with self._counts_lock:

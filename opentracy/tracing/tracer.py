@@ -22,9 +22,10 @@ class Tracer:
         """A reload: apply the new config's trace settings (content, redaction, secrets)."""
 
     def answered(self, ctx: "RequestContext", outcome: "RouteOutcome", payload: dict[str, Any],
-                 answer: dict[str, Any], *, request_body: bytes | None = None) -> None:
+                 answer: dict[str, Any], *, request_body: bytes | None = None,
+                 answer_body: bytes | None = None) -> None:
         """A JSON answer (chat completion or embeddings) as sent to the client, extras included; with
-        the request's body when the route has it (then the request is traced as sent)."""
+        the request's body and the answer's when the route has them (then both are traced as sent)."""
 
     def auth_failed(self, ctx: "RequestContext", error: "APIError") -> None:
         pass
