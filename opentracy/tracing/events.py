@@ -3,10 +3,13 @@ the trace process.
 
 The gateway's hooks run on the event loop, between requests, where every line costs several times
 what it costs in a loop of its own (the request path's code and data have the caches). So a hook only
-makes a tuple: the request context's fields, the request's body as it crossed the wire (bytes the
-route already has: nothing to serialise), and references to the small parts of the answer, stream
-or error that are stored (the answer's ``_routing``, its usage, the message). The shipper pickles a
-batch of events at once, off the event loop. Everything else a record costs —
+makes a tuple: the request context's fields, the request's body and a chat answer's as they
+crossed the wire (bytes the route already has: nothing to serialise), and references to the small
+parts of any other outcome that are stored (a stream's result, an error; for embeddings and shadow
+calls the answer's ``_routing``, usage and message). Bytes where the route has them, because what
+the outbox holds costs the event loop while it is held: one object instead of some twenty per
+answer took ~10 us per JSON request off the loop (bench/README.md, "Session 11"). The shipper
+pickles a batch of events at once, off the event loop. Everything else a record costs —
 parsing the bodies, the :class:`TraceRecord`, :meth:`TraceRecord.to_row`'s checks and JSON, removing
 secrets, redaction — runs in the trace process (:mod:`opentracy.tracing.process`), through :func:`build`,
 or for most requests :func:`row`, which goes straight to the stored row.
@@ -54,8 +57,7 @@ def answered(ctx: "RequestContext", ended: float, latency_ms: float, outcome: "R
     """A JSON answer as sent: its cost, usage and latency are the client's ``_cost``, ``usage``, ``_latency_ms``,
     its routing the answer's ``_routing``. With the request's body and the answer's (the bytes the
     route received and sent), the event carries those bytes rather than the payload and parts of the
-    answer: the trace process parses them. Bytes are one object to hold and to pickle, where the
-    answer's routing alone is some twenty (bench/README.md, "Session 11")."""
+    answer: the trace process parses them."""
     request = payload if request_body is None else request_body
     sent = answer.get("_routing")
     if answer_body is not None and sent is not None:
