@@ -149,6 +149,30 @@ def test_reset_mid_stream_ends_with_an_error_event_and_a_trace(engine: EnginePro
     assert trace["status"] == "error" and trace["response"].startswith("Hello")
 
 
+HALF_EMOJI = b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "half an emoji \\ud83d here"}]'
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_half_an_emoji_is_relayed_as_sent_and_traced(engine: EngineProcess, stream: bool) -> None:
+    """A lone surrogate (valid JSON as an escape; text cut mid-emoji) reaches the provider, whose echo
+    comes back escaped the same way, never as a 500; the trace stores U+FFFD and says so."""
+    body = HALF_EMOJI + (b', "stream": true}' if stream else b"}")
+    r = httpx.post(f"{engine.base_url}/chat/completions", content=body,
+                   headers={"content-type": "application/json"}, timeout=10)
+    assert r.status_code == 200, r.text[:300]
+    if stream:
+        chunks = [json.loads(line[6:]) for line in r.text.splitlines()
+                  if line.startswith("data: ") and line != "data: [DONE]"]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    else:
+        text = r.json()["choices"][0]["message"]["content"]
+    assert text.endswith("You said: half an emoji \ud83d here")
+    trace = trace_of(engine, r)
+    assert trace["status"] == "ok" and trace["response"].endswith("half an emoji \ufffd here")
+    assert trace["messages"] == [{"role": "user", "content": "half an emoji \ufffd here"}]
+    assert any("lone surrogates" in note for note in trace["encoding_errors"])
+
+
 def test_slow_drip_is_cut_by_the_idle_timeout(emu: Emulator, tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(engine_config(emu))

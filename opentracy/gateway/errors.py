@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-from opentracy.gateway.extras import RequestContext, extras_headers
+from opentracy.gateway.extras import RequestContext, WireJSONResponse, extras_headers
 
 log = logging.getLogger("opentracy.gateway")
 
@@ -40,7 +40,7 @@ class APIError(Exception):
                           "code": self.code}, **self.extra}
 
     def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+        return WireJSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

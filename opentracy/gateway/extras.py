@@ -6,10 +6,13 @@ Also the one place that turns litellm's pydantic objects into plain OpenAI JSON:
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+from starlette.responses import JSONResponse
 
 from opentracy.gateway.pricing import cost_usd
 from opentracy.routing.router import RouteOutcome
@@ -117,3 +120,23 @@ def extras_headers(ctx: RequestContext, cost: float | None = None, latency_ms: f
     if selected_model:
         headers["x-opentracy-selected-model"] = selected_model
     return headers
+
+
+def wire_json(data: Any, *, allow_nan: bool = True) -> bytes:
+    """``data`` as the compact UTF-8 JSON a client gets (an answer, a stream chunk, an error).
+
+    Text with a lone surrogate — half an emoji, which JSON carries as a ``\\ud83d`` escape and which a
+    client or a provider may send — cannot be UTF-8; then every non-ASCII character is written as
+    such an escape instead, so the client decodes the text the provider sent rather than getting a 500.
+    """
+    try:
+        return json.dumps(data, ensure_ascii=False, allow_nan=allow_nan, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        return json.dumps(data, allow_nan=allow_nan, separators=(",", ":")).encode()
+
+
+class WireJSONResponse(JSONResponse):
+    """Starlette's ``JSONResponse`` (no NaN, compact) rendered with :func:`wire_json`."""
+
+    def render(self, content: Any) -> bytes:
+        return wire_json(content, allow_nan=False)

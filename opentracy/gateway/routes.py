@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from opentracy import __version__
 from opentracy.engine import Engine
 from opentracy.gateway.errors import APIError
-from opentracy.gateway.extras import RequestContext, answer, extras_headers, routing_info
+from opentracy.gateway.extras import RequestContext, WireJSONResponse, answer, extras_headers, routing_info
 from opentracy.gateway.shadow import Shadower
 from opentracy.gateway.schemas import ChatCompletionRequest, EmbeddingRequest, error_responses
 from opentracy.gateway.streaming import StreamResult, stream_events
@@ -172,7 +172,7 @@ def _raise_if_failed(engine: Engine, ctx: RequestContext, tracer: Tracer, outcom
 
 
 def _json_response(ctx: RequestContext, data: dict[str, Any]) -> JSONResponse:
-    return JSONResponse(data, headers=extras_headers(ctx, data["_cost"], data["_latency_ms"],
+    return WireJSONResponse(data, headers=extras_headers(ctx, data["_cost"], data["_latency_ms"],
                                                      data["_routing"]["selected_model"]))
 
 

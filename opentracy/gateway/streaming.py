@@ -8,14 +8,13 @@ the last chunk we hold one chunk back: when the upstream ends, the held chunk is
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
 import litellm
 
-from opentracy.gateway.extras import RequestContext, clean, routing_info
+from opentracy.gateway.extras import RequestContext, clean, routing_info, wire_json
 from opentracy.gateway.pricing import cost_usd
 from opentracy.routing.failover import classify
 from opentracy.routing.router import RouteOutcome
@@ -50,7 +49,7 @@ class StreamResult:
 
 
 def sse(data: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+    return b"data: " + wire_json(data) + b"\n\n"
 
 
 async def stream_events(ctx: RequestContext, outcome: RouteOutcome, *, client_wants_usage: bool,
