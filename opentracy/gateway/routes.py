@@ -173,7 +173,7 @@ def _raise_if_failed(engine: Engine, ctx: RequestContext, tracer: Tracer, outcom
 
 def _json_response(ctx: RequestContext, data: dict[str, Any]) -> JSONResponse:
     return WireJSONResponse(data, headers=extras_headers(ctx, data["_cost"], data["_latency_ms"],
-                                                     data["_routing"]["selected_model"]))
+                                                         data["_routing"]["selected_model"]))
 
 
 @router.get("/v1/models", responses=error_responses(401))
