@@ -1,7 +1,8 @@
 """events.row(): the trace process's short way from a gateway event to its stored row.
 
 It must store exactly what the long way (``build(event).to_row()``) stores, and step aside (None)
-for anything that way has to fix. The events here come from the gateway's own hooks, with the answers
+for anything that way has to fix. One spelling differs by design: it writes what it parsed with
+orjson, which spells a float under 1e-4 ``0.00001`` where the long way writes ``1e-05``. The events here come from the gateway's own hooks, with the answers
 and stream results the routes hand them.
 """
 
@@ -18,7 +19,7 @@ from opentracy.gateway.streaming import StreamResult
 from opentracy.routing.aliases import Route, Target
 from opentracy.routing.router import Attempt, RouteOutcome
 from opentracy.tracing import events
-from opentracy.tracing.record import DEFAULT_MAX_TEXT_BYTES
+from opentracy.tracing.record import COLUMN_NAMES, DEFAULT_MAX_TEXT_BYTES
 from tests.support import WEATHER_TOOL
 
 TARGET = Target("gpt-4o", {"model": "openai/gpt-4o"}, "openai")
@@ -98,6 +99,12 @@ TAKEN = {
     "an alias that fell back": _answered({**CHAT, "model": "smart"}, HELLO, fallback=True),
     "an answer without choices": _answered(CHAT, HELLO, choices=False),
     "an integer cost": _answered(CHAT, HELLO, cost=0),
+    "numbers in parameters and tools": _answered(
+        {**CHAT, "temperature": 1.0, "top_p": 0.95, "presence_penalty": -0.0, "seed": 18446744073709551615,
+         "logit_bias": {"1734": -100, "50256": 2.5e-3}, "tools": [{"type": "function", "function": {
+             "name": "pick", "parameters": {"type": "object", "properties": {"n": {
+                 "type": "number", "minimum": -9223372036854775808, "maximum": 1e15, "default": 123456.789}}}}}]},
+        HELLO),
     "a shadow call": _answered(CHAT, HELLO, shadow_of="0" * 32),
     "a finished stream": _streamed({**CHAT, "stream": True, "stream_options": {"include_usage": True}},
                                    _stream_result()),
@@ -167,6 +174,32 @@ def test_an_answer_body_that_is_not_json_is_noted_not_lost() -> None:
     record = events.build(event)
     assert record.messages == CHAT["messages"] and record.response == ""
     assert any("answer body" in note for note in record.encoding_errors)
+
+
+def _stored(event: events.Event, column: str) -> Any:
+    """A JSON column's value as the trace process stores it: row(), or the record where row() steps aside."""
+    stored = events.row(event, DEFAULT_MAX_TEXT_BYTES) or events.build(event).to_row(DEFAULT_MAX_TEXT_BYTES)
+    return json.loads(stored[COLUMN_NAMES.index(column)])
+
+
+def test_integers_beyond_64_bits_are_stored_exactly() -> None:
+    """orjson reads them as floats; the trace must hold the client's integer."""
+    request = {**CHAT, "seed": 12345678901234567890123, "logit_bias": {"7": -9223372036854775809}}
+    event = _answered(request, HELLO)
+    assert _stored(event, "request_params") == {"seed": 12345678901234567890123,
+                                                "logit_bias": {"7": -9223372036854775809}}
+    message = {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function", "index": 2 ** 70,
+                                                                     "function": {"name": "f", "arguments": "{}"}}]}
+    assert _stored(_answered(CHAT, message), "tool_calls")[0]["index"] == 2 ** 70
+
+
+def test_a_tiny_float_is_stored_as_the_same_number() -> None:
+    event = _answered({**CHAT, "temperature": 1e-05, "top_p": 1.5e-09}, HELLO)
+    fast = events.row(event, DEFAULT_MAX_TEXT_BYTES)
+    assert fast is not None
+    params = COLUMN_NAMES.index("request_params")
+    assert json.loads(fast[params]) == json.loads(events.build(event).to_row(DEFAULT_MAX_TEXT_BYTES)[params]) == {
+        "temperature": 1e-05, "top_p": 1.5e-09}
 
 
 def test_row_respects_a_smaller_size_cap() -> None:

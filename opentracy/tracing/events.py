@@ -27,6 +27,8 @@ import math
 import pickle
 from typing import TYPE_CHECKING, Any, Mapping
 
+import orjson
+
 from opentracy import __version__
 from opentracy.tracing.record import (
     COLUMN_NAMES,
@@ -220,14 +222,16 @@ def row(event: Event, limit: int) -> list[Any] | None:
     if (kind != ANSWERED and kind != STREAM_ENDED) or error is not None or notes or type(payload) is not bytes:
         return None
     try:
-        request = json.loads(payload)
+        request = orjson.loads(payload)
         if type(request) is not dict or "input" in request:  # not a chat request: build() says why
             return None
+        answer_json = _json_text
         if type(result) is bytes:
-            answer = json.loads(result)
+            answer = orjson.loads(result)
             if type(answer) is not dict:
                 return None
             routing, result = _answer_as_sent(answer)
+            answer_json = _parsed_json_text
         alias, attempts, selected_model, provider, fallback_used = _routing_fields(routing)
         status, error_type, error_message, http_status, ttft_ms = "ok", "", "", 200, None
         if kind == ANSWERED:
@@ -261,9 +265,9 @@ def row(event: Event, limit: int) -> list[Any] | None:
                 and _fits(key_name or "", label_limit) and _fits(user or "", limit)
                 and _fits(shadow_of or "", limit) and _fits(__version__, label_limit)):
             return None
-        texts = (_json_text(attempts, limit), _json_text(request.get("messages") or [], limit),
-                 _json_text(request.get("tools") or [], limit), _json_text(tool_calls, limit),
-                 _json_text(_request_params(request), limit),
+        texts = (answer_json(attempts, limit), _parsed_json_text(request.get("messages") or [], limit),
+                 _parsed_json_text(request.get("tools") or [], limit), answer_json(tool_calls, limit),
+                 _parsed_json_text(_request_params(request), limit),
                  _json_text(dict(client_metadata or {}), limit))
     except Exception:  # whatever build() makes of it, it says so
         return None
@@ -332,6 +336,26 @@ def _json_text(value: Any, limit: int) -> str | None:
     except (TypeError, ValueError, RecursionError):
         return None
     return text if _fits(text, limit) else None
+
+
+def _parsed_json_text(value: Any, limit: int) -> str | None:
+    """:func:`_json_text` for a value ``orjson`` parsed from a body, written by ``orjson`` too.
+
+    The text is ``dump_json``'s but for one spelling: a float under 1e-4 (``0.00001`` or ``1e-7``
+    where ``dump_json`` writes ``1e-05``, ``1e-07``), the same number. None where orjson cannot write
+    the value exactly, or may have parsed it inexactly: ``orjson.loads`` reads an integer beyond 64 bits
+    as a float, which it writes with an exponent of at least ``e+18`` (``build()`` then parses the
+    body with :mod:`json`, which keeps the integer).
+    """
+    if type(value) in (list, dict) and not value:
+        return "[]" if type(value) is list else "{}"
+    try:
+        text = orjson.dumps(value)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes, ...
+        return None
+    if len(text) > limit or b"e+" in text:
+        return None
+    return text.decode()
 
 
 def _parsed(body: bytes, what: str, notes: list[str]) -> dict[str, Any] | None:
