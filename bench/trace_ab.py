@@ -9,9 +9,11 @@ engine at a time, and the machine's speed drifts between blocks (here, on a shar
 one second to the next); its tracing figure has a standard error of 2.4-4 points even over 8 process
 pairs. Here each client lane sends a request to one engine, then the same request to the other, so
 both engines see the same moments; CPU is each thread's run time from ``/proc/<pid>/task/*/schedstat``
-(nanoseconds, via ``procstat.threads``) per chunk of requests. The standard error over chunks is
-~3 µs per request at c=1. What is left is the process pair itself (memory layout, which engine starts
-first): ``--aa`` shows it, and ``--pairs`` averages over fresh pairs with the traced slot swapped.
+(nanoseconds, via ``procstat.threads``) per chunk of requests. Within one pair the chunks agree to
+~3-15 µs per request; what is left is the process pair itself: two fresh servers' own CPU per request
+differs by up to ±4 % (memory layout, which engine starts first; ``--aa`` shows it), more than
+tracing costs. So ``--pairs`` averages over fresh pairs with the traced slot swapped (6 by default,
+~7 min), and the standard error printed is the pairs' (session 12, bench/README.md).
 
 Output: per scenario, CPU per request of the event-loop thread and of the whole process, the
 difference (traced minus untraced) with its standard error, and the mean over scenarios; the JSON
@@ -103,6 +105,13 @@ def summarize(samples: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
     return result
 
 
+def standard_error(pairs: list[dict[str, Any]], key: str) -> float:
+    """Of the mean over pairs, from the pairs' spread; for one pair, the spread of its chunks."""
+    if len(pairs) == 1:
+        return pairs[0]["se_us"]
+    return statistics.stdev(p[key] for p in pairs) / len(pairs) ** 0.5
+
+
 def run_pair(args: argparse.Namespace, traced_slot: str) -> dict[str, Any]:
     """One fresh process pair; ``traced_slot`` is the slot whose engine traces (the other does not)."""
     env_for = list(args.env_for)
@@ -146,8 +155,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunks", type=int, default=20, help="measured chunks per scenario (default 20)")
     parser.add_argument("--requests", type=int, default=400,
                         help="requests per engine per chunk for JSON (default 400; streams a quarter)")
-    parser.add_argument("--pairs", type=int, default=2,
-                        help="fresh process pairs, traced slot alternating (default 2)")
+    parser.add_argument("--pairs", type=int, default=6,
+                        help="fresh process pairs, traced slot alternating (default 6)")
     parser.add_argument("--aa", action="store_true", help="both engines untraced: the harness's own bias")
     parser.add_argument("--delay-ms", type=int, default=0, help="emulator latency before every answer")
     parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE")
@@ -180,14 +189,15 @@ def main(argv: list[str] | None = None) -> int:
             overhead = statistics.mean(r["overhead"] for r in rows)
             if kind == "all":
                 means.append(overhead)
-            mean = {key: statistics.mean(r[key] for r in rows)
-                    for key in ("traced_ms", "untraced_ms", "diff_us", "se_us")}
+            mean = {key: statistics.mean(r[key] for r in rows) for key in ("traced_ms", "untraced_ms", "diff_us")}
             print(f"{name:10s} {'loop' if kind == 'main' else 'all':6s} {mean['traced_ms']:9.3f} "
-                  f"{mean['untraced_ms']:9.3f} {mean['diff_us']:+8.1f} {mean['se_us']:5.1f} "
+                  f"{mean['untraced_ms']:9.3f} {mean['diff_us']:+8.1f} {standard_error(rows, 'diff_us'):5.1f} "
                   f"{100 * overhead:+8.1f}%  "
                   + " ".join(f"{100 * r['overhead']:+.1f}%" for r in rows))
     report["mean_overhead"] = statistics.mean(means)
     print(f"mean over scenarios (all threads): {100 * report['mean_overhead']:+.1f} %")
+    if args.pairs > 1:
+        print("se: standard error of the mean over pairs (the pairs differ by more than chunks within one do)")
     out = args.out or bench.RESULTS / f"trace-ab-{report['stamp']}{'-aa' if args.aa else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

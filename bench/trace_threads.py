@@ -34,6 +34,8 @@ def cpu_by_kind(server: int) -> collections.Counter[str]:
     for pid in procstat.tree(server):
         where = "server" if pid == server else "trace process"
         for kind, value in procstat.thread_cpu(pid).items():
+            if pid != server and kind == "event loop":
+                kind = "main thread"  # the trace process serves its socket there; no event loop
             seconds[f"{where}: {kind}"] += value
     return seconds
 

@@ -214,7 +214,9 @@ def row(event: Event, limit: int) -> list[Any] | None:
 
     Why: the trace process does this for every request; without the record in between and
     ``to_row``'s check per column its writer thread spent 36 us of CPU per JSON request instead of 46
-    (bench/README.md, "Session 10"). Only for the default trace policy (content stored, no redaction):
+    (bench/README.md, "Session 10"); parsing and writing JSON with orjson instead of :mod:`json` took
+    its Python threads from 45-52 us to 24-25 ("Session 12"; see :func:`_parsed_json_text` for the
+    one spelling that differs). Only for the default trace policy (content stored, no redaction):
     the others change the record.
     """
     (kind, trace_id, start_time, end_time, latency_ms, requested_model, stream, key_name, user, client_metadata,
