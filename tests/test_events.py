@@ -106,6 +106,8 @@ TAKEN = {
                  "type": "number", "minimum": -9223372036854775808, "maximum": 1e15, "default": 123456.789}}}}}]},
         HELLO),
     "a shadow call": _answered(CHAT, HELLO, shadow_of="0" * 32),
+    "a plus sign after an e": _answered({"model": "gpt-4o", "messages": [
+        {"role": "user", "content": "https://example.com/search?q=cheese+pizza, or 1e+ something"}]}, HELLO),
     "a finished stream": _streamed({**CHAT, "stream": True, "stream_options": {"include_usage": True}},
                                    _stream_result()),
     "a stream the upstream broke": _streamed({**CHAT, "stream": True}, _stream_result("error", error="reset by peer")),

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 from typing import TYPE_CHECKING, Any, Mapping
 
 import orjson
@@ -340,6 +341,9 @@ def _json_text(value: Any, limit: int) -> str | None:
     return text if _fits(text, limit) else None
 
 
+_EXPONENT = re.compile(rb"[0-9]e\+[0-9]")  # how orjson writes a float of 1e16 or more
+
+
 def _parsed_json_text(value: Any, limit: int) -> str | None:
     """:func:`_json_text` for a value ``orjson`` parsed from a body, written by ``orjson`` too.
 
@@ -347,7 +351,8 @@ def _parsed_json_text(value: Any, limit: int) -> str | None:
     where ``dump_json`` writes ``1e-05``, ``1e-07``), the same number. None where orjson cannot write
     the value exactly, or may have parsed it inexactly: ``orjson.loads`` reads an integer beyond 64 bits
     as a float, which it writes with an exponent of at least ``e+18`` (``build()`` then parses the
-    body with :mod:`json`, which keeps the integer).
+    body with :mod:`json`, which keeps the integer). Looked for only where ``e+`` is in the text at all
+    (a URL's ``cheese+pizza`` has it too; the regular expression is dearer than the search).
     """
     if type(value) in (list, dict) and not value:
         return "[]" if type(value) is list else "{}"
@@ -355,7 +360,7 @@ def _parsed_json_text(value: Any, limit: int) -> str | None:
         text = orjson.dumps(value)
     except orjson.JSONEncodeError:  # nested deeper than orjson writes, ...
         return None
-    if len(text) > limit or b"e+" in text:
+    if len(text) > limit or (b"e+" in text and _EXPONENT.search(text)):
         return None
     return text.decode()
 
