@@ -2,8 +2,8 @@
 
 It must store exactly what the long way (``build(event).to_row()``) stores, and step aside (None)
 for anything that way has to fix. One spelling differs by design: it writes what it parsed with
-orjson, which spells a float under 1e-4 ``0.00001`` where the long way writes ``1e-05``. The events here come from the gateway's own hooks, with the answers
-and stream results the routes hand them.
+orjson, which spells a float under 1e-4 ``0.00001`` where the long way writes ``1e-05``. The events
+here come from the gateway's own hooks, with the answers and stream results the routes hand them.
 """
 
 from __future__ import annotations
