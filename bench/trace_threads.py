@@ -7,14 +7,15 @@ Why next to ``trace_ab.py``: that one measures what tracing adds, all threads of
 its figure moves by ±20 µs from one process pair to the next (the servers' own CPU differs by more
 than tracing costs). The trace process's share can be read directly, without a second engine: here,
 CPU per request of each kind of thread (``/proc/<pid>/task/*/schedstat``, nanoseconds), round by
-round. A change to the trace process shows here at ±2 µs; session 12's orjson (bench/README.md) cut
-it by 20 µs a JSON request, which ``trace_ab.py`` runs had not resolved in session 11.
+round. Rounds of one run mostly agree within 2-4 µs, so compare changes in the same hour (the same
+code read 24-25 µs a JSON request in one hour, 30-33 in a busier one); session 12's orjson
+(bench/README.md) cut it by 20 µs, which ``trace_ab.py`` runs had not resolved in session 11.
+The load comes from run.py's load generator, in its own process.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import shutil
 import sys
@@ -40,20 +41,11 @@ def cpu_by_kind(server: int) -> collections.Counter[str]:
     return seconds
 
 
-async def drive(url: str, requests: int, concurrency: int, stream: bool) -> None:
-    import aiohttp
-
-    body = {"model": bench.MODEL, "messages": bench.MESSAGES, "stream": stream}
-    headers = {"authorization": f"Bearer {bench.ENGINE_KEY}"}
-    async with aiohttp.ClientSession() as session:
-        async def lane(count: int) -> None:
-            for _ in range(count):
-                async with session.post(url, json=body, headers=headers) as resp:
-                    await resp.read()
-                    if resp.status != 200:
-                        raise RuntimeError(f"HTTP {resp.status}")
-
-        await asyncio.gather(*(lane(requests // concurrency) for _ in range(concurrency)))
+def load(runner: bench.Bench, scenario: bench.Scenario, requests: int) -> None:
+    """``requests`` requests to the traced engine from run.py's load generator (its own process)."""
+    out = runner.block("ot_trace", scenario, requests, None)
+    if out["errors"]:
+        raise RuntimeError(f"{out['errors']} requests failed, e.g. {out['error_sample'][:1]}")
 
 
 def main() -> int:
@@ -65,16 +57,16 @@ def main() -> int:
     args = parser.parse_args()
     runner = bench.Bench(bench.parse_args(["--quick", "--startup-runs", "1", "--skip", "proxy", "--skip", "sdk",
                                            "--skip", "ot_notrace"]))
-    requests = args.requests - args.requests % args.concurrency
+    scenario, requests = bench.Scenario(args.stream, args.concurrency), args.requests
     rounds: list[dict[str, float]] = []
     try:
         runner.start()
-        url, server = runner.urls_ot["ot_trace"] + "/v1/chat/completions", runner.procs["ot_trace"].pid
-        asyncio.run(drive(url, 2000 - 2000 % args.concurrency, args.concurrency, args.stream))  # warm-up
+        server = runner.procs["ot_trace"].pid
+        load(runner, scenario, 2000)  # warm-up
         time.sleep(SETTLE)
         for _ in range(args.rounds):
             before = cpu_by_kind(server)
-            asyncio.run(drive(url, requests, args.concurrency, args.stream))
+            load(runner, scenario, requests)
             time.sleep(SETTLE)
             after = cpu_by_kind(server)
             rounds.append({kind: 1e6 * (after[kind] - before[kind]) / requests for kind in after})

@@ -354,8 +354,6 @@ def _parsed_json_text(value: Any, limit: int) -> str | None:
     body with :mod:`json`, which keeps the integer). Looked for only where ``e+`` is in the text at all
     (a URL's ``cheese+pizza`` has it too; the regular expression is dearer than the search).
     """
-    if type(value) in (list, dict) and not value:
-        return "[]" if type(value) is list else "{}"
     try:
         text = orjson.dumps(value)
     except orjson.JSONEncodeError:  # nested deeper than orjson writes, ...
