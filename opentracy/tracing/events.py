@@ -254,24 +254,24 @@ def row(event: Event, limit: int) -> list[Any] | None:
             if stream_latency is not None:
                 latency_ms = stream_latency
         prompt_tokens, completion_tokens, total_tokens = _token_counts(usage)
-        label_limit = min(limit, LABEL_MAX_BYTES)
+        key_name, user, shadow_of = key_name or "", user or "", shadow_of or ""
         if not (type(trace_id) is str and trace_id.isascii() and 0 < len(trace_id) <= LABEL_MAX_BYTES
                 and type(start_time) is float and MIN_SECONDS <= start_time <= MAX_SECONDS
                 and type(end_time) is float and MIN_SECONDS <= end_time <= MAX_SECONDS
-                and _fits(alias, label_limit) and _fits(requested_model, label_limit)
-                and _fits(selected_model, label_limit) and _fits(provider, label_limit)
-                and status in TRACE_STATUSES and _fits(error_message, limit)
+                and _all_fit((alias, requested_model, selected_model, provider, finish_reason, key_name, __version__),
+                             min(limit, LABEL_MAX_BYTES))
+                and _all_fit((error_message, response, user, shadow_of), limit)
+                and status in TRACE_STATUSES
                 and type(stream) is bool and (ttft_ms is None or _finite(ttft_ms)) and _finite(latency_ms)
                 and 0 <= prompt_tokens <= _UINT32_MAX and 0 <= completion_tokens <= _UINT32_MAX
-                and 0 <= total_tokens <= _UINT32_MAX and _finite(cost) and type(fallback_used) is bool
-                and _fits(response, limit) and _fits(finish_reason, label_limit)
-                and _fits(key_name or "", label_limit) and _fits(user or "", limit)
-                and _fits(shadow_of or "", limit) and _fits(__version__, label_limit)):
+                and 0 <= total_tokens <= _UINT32_MAX and _finite(cost) and type(fallback_used) is bool):
             return None
+        tools = request.get("tools")
         texts = (answer_json(attempts, limit), _parsed_json_text(request.get("messages") or [], limit),
-                 _parsed_json_text(request.get("tools") or [], limit), answer_json(tool_calls, limit),
-                 _parsed_json_text(_request_params(request), limit),
-                 _json_text(dict(client_metadata or {}), limit))
+                 _parsed_json_text(tools, limit) if tools else "[]",
+                 answer_json(tool_calls, limit) if tool_calls else "[]",
+                 _parsed_json_text(_request_params(request), limit) if request.keys() - _NOT_PARAMS else "{}",
+                 _json_text(dict(client_metadata), limit) if client_metadata else "{}")
     except Exception:  # whatever build() makes of it, it says so
         return None
     if None in texts:
@@ -280,8 +280,8 @@ def row(event: Event, limit: int) -> list[Any] | None:
     return [trace_id, round(start_time * 1_000_000), round(end_time * 1_000_000), alias, requested_model,
             selected_model, provider, status, error_type, error_message, http_status, stream, ttft_ms, latency_ms,
             prompt_tokens, completion_tokens, total_tokens, cost, fallback_used, attempts_text, messages_text,
-            response, tools_text, tool_calls_text, finish_reason, params_text, key_name or "", user or "",
-            metadata_text, False, True, "gateway", __version__, shadow_of or "", []]
+            response, tools_text, tool_calls_text, finish_reason, params_text, key_name, user,
+            metadata_text, False, True, "gateway", __version__, shadow_of, []]
 
 
 def _routing_fields(routing: Any) -> tuple[str, Any, str, str, bool]:
@@ -303,8 +303,11 @@ def _stream_outcome(status: str, stream_error: str | None) -> tuple[str, str, in
     return "", "", 200
 
 
+_NOT_PARAMS = PARAMS_NOT_RECORDED | {"messages", "model", "input"}
+
+
 def _request_params(payload: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in payload.items() if k not in PARAMS_NOT_RECORDED and k not in ("messages", "model", "input")}
+    return {k: v for k, v in payload.items() if k not in _NOT_PARAMS}
 
 
 def _token_counts(usage: Mapping[str, Any] | None) -> tuple[int, int, int]:
@@ -324,6 +327,17 @@ def _fits(value: Any, limit: int) -> bool:
         return len(value.encode("utf-8")) <= limit
     except UnicodeEncodeError:
         return False
+
+
+def _all_fit(values: tuple[Any, ...], limit: int) -> bool:
+    """:func:`_fits` for each value; for ASCII values (nearly all) in one pass over their joined text."""
+    try:
+        joined = "".join(values)
+    except TypeError:  # a value is not a str
+        return False
+    if joined.isascii():
+        return max(map(len, values)) <= limit
+    return all(_fits(value, limit) for value in values)
 
 
 def _finite(value: Any) -> bool:

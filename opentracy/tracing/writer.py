@@ -524,10 +524,10 @@ def _scrubbed(row: list[Any], scrub: Callable[[str], str]) -> list[Any]:
     Most rows hold no secret: one pass of ``scrub`` over all the row's texts joined says so, instead
     of one call per text (a secret in any text is in the joined one too).
     """
-    texts = list(_ROW_TEXTS(row))
+    joined = "\x00".join(_ROW_TEXTS(row))
     for i in _ROW_TEXT_LISTS:
-        texts += row[i]
-    joined = "\x00".join(texts)
+        if row[i]:
+            joined += "\x00" + "\x00".join(row[i])
     if scrub(joined) == joined:
         return row
     return [scrub(value) if type(value) is str else
