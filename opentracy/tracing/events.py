@@ -330,7 +330,8 @@ def _fits(value: Any, limit: int) -> bool:
 
 
 def _all_fit(values: tuple[Any, ...], limit: int) -> bool:
-    """:func:`_fits` for each value; for ASCII values (nearly all) in one pass over their joined text."""
+    """:func:`_fits` for each value, for ASCII values (nearly all) in one pass over their joined text;
+    there a str subclass passes too (stored by its characters, as clickhouse-connect encodes it)."""
     try:
         joined = "".join(values)
     except TypeError:  # a value is not a str
