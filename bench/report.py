@@ -52,7 +52,40 @@ def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
                                                 _get(report, high, "proxy", "throughput_rps")), 2.0, ">=",
           "requests per second at the high concurrency")
 
-    # One ratio per scenario and (b)/(c) pair: the main run's, then the extra pairs' (run.py: run_pair).
+    overhead, detail = tracing_overhead(report)
+    check("tracing CPU overhead (on/off - 1, mean over scenarios)", overhead, 0.05, "<=", detail)
+    traces = report.get("traces") or {}
+    lost = None if not traces else traces.get("missing", 0) + traces.get("duplicated", 0)
+    check("traces lost or duplicated", lost, 0, "<=", "every request through (b) has exactly one trace")
+    check("stretch: added p50 json c=1 (ms)", _get(report, low, ot, "total_added_p50_ms"), 2.0, "<=",
+          "OpenTracy (tracing on), absolute")
+    return found
+
+
+def tracing_overhead(report: dict[str, Any]) -> tuple[float | None, str]:
+    """Tracing on vs off, CPU per request: the mean over scenarios and the interleaved pairs, with how
+    far it can be trusted (the pairs' spread), and the main run's block figure beside it."""
+    blocks, block_detail = _block_overhead(report)
+    pairs = report.get("tracing_pairs")
+    if not pairs:  # a report from before session 14: the block figure was the target's
+        return blocks, block_detail
+    names = list(pairs[0]["scenarios"])
+    pair_means = [statistics.mean(p["scenarios"][n]["all"]["overhead"] for n in names) for p in pairs]
+    overhead = statistics.mean(pair_means)
+    scenarios = ", ".join(
+        f"{n} {100 * statistics.mean(p['scenarios'][n]['all']['overhead'] for p in pairs):+.1f}% "
+        f"({statistics.mean(p['scenarios'][n]['all']['diff_us'] for p in pairs):+.0f} µs)" for n in names)
+    spread = (f", standard error {100 * statistics.stdev(pair_means) / len(pair_means) ** 0.5:.1f} points"
+              if len(pair_means) > 1 else "")
+    return overhead, (f"all threads of the engine and its trace process, requests alternating between a traced "
+                      f"and an untraced engine; {scenarios}; {len(pairs)} fresh pair(s): "
+                      + " / ".join(f"{100 * m:+.1f}%" for m in pair_means) + spread
+                      + (f"; the main run's blocks: {100 * blocks:+.1f}%" if blocks is not None else ""))
+
+
+def _block_overhead(report: dict[str, Any]) -> tuple[float | None, str]:
+    """Server CPU per request, traced over untraced, from the blocks of the main run (and, in reports
+    from before session 14, of the extra process pairs)."""
     def pair_ratio(entry: dict[str, Any], traced: str) -> float | None:
         other = "ot_notrace" if traced == "ot_trace" else "ot_trace"
         return ratio((entry.get(traced) or {}).get("server_cpu_ms_per_req"),
@@ -76,16 +109,9 @@ def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
               f"{statistics.stdev(pair_means) / len(pair_means) ** 0.5 * 100:.1f} points"
               if len(pair_means) > 1 else "")
     slots = ["(b)"] + ["(c)" if p["traced"] == "ot_notrace" else "(b)" for p in pairs]
-    check(f"tracing CPU overhead (on/off - 1, mean over scenarios and {len(slots)} process pair(s))",
-          overhead, 0.05, "<=", "server CPU per request with tracing on vs off; per scenario, by pair (traced in "
-          + ", ".join(slots) + "): " + ", ".join(f"{s} " + " / ".join(pct(r) for r in ratios)
-                                                 for s, ratios in per_pair.items()) + spread)
-    traces = report.get("traces") or {}
-    lost = None if not traces else traces.get("missing", 0) + traces.get("duplicated", 0)
-    check("traces lost or duplicated", lost, 0, "<=", "every request through (b) has exactly one trace")
-    check("stretch: added p50 json c=1 (ms)", _get(report, low, ot, "total_added_p50_ms"), 2.0, "<=",
-          "OpenTracy (tracing on), absolute")
-    return found
+    return overhead, ("server CPU per request with tracing on vs off, in blocks; per scenario, by pair (traced in "
+                      + ", ".join(slots) + "): " + ", ".join(f"{s} " + " / ".join(pct(r) for r in ratios)
+                                                        for s, ratios in per_pair.items()) + spread)
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

@@ -19,7 +19,9 @@ Run from the repo root with the dev venv active (``tests.emulator`` must import)
 4. reports added latency over (a) (p50/p95/p99; for streams time to first event and total),
    throughput, server CPU per request, peak RSS, start-up time, and checks that every request
    through (b) left exactly one trace in the store;
-5. prints one table with the ratios of OpenTracy to (d) and (e), and writes it as JSON and a PNG
+5. measures what tracing costs on fresh (b)/(c) process pairs, requests alternating between the two
+   engines (``interleaved.py``: the blocks of step 3 cannot resolve a 5 % question);
+6. prints one table with the ratios of OpenTracy to (d) and (e), and writes it as JSON and a PNG
    plot into bench/results/.
 
 See bench/README.md for what each number means and how the client is kept out of the measurement.
@@ -28,6 +30,7 @@ See bench/README.md for what each number means and how the client is kept out of
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import os
@@ -47,6 +50,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import interleaved
 from procstat import cpu_seconds, live_cpu_seconds, peak_rss_mb, thread_cpu, tree
 from report import SHORT, plot, summary, table, verdicts
 
@@ -280,9 +284,9 @@ class Bench:
         self.targets = [t for t in TARGETS if t not in self.skip]
         self.proxy_version = ""
         self.urls_ot: dict[str, str] = {}
-        # Which OpenTracy slot traces: (b) in the main run; either in the extra pairs (see run_pair).
+        # Which OpenTracy slot traces: (b) in the main run; either in the tracing pairs (see run_pair).
         self.traced = "ot_trace"
-        self.pairs: list[tuple[str, dict[str, dict[str, Samples]]]] = []  # (traced slot, results) per extra pair
+        self.pairs: list[dict[str, Any]] = []  # per tracing pair: the traced slot, interleaved.summarize by scenario
 
     def log(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
@@ -475,11 +479,8 @@ class Bench:
 
     # -- a scenario: warm-up, then interleaved blocks -------------------------------------------------
 
-    def scenario(self, scenario: Scenario, targets: list[str] | None = None,
-                 into: dict[str, dict[str, Samples]] | None = None) -> None:
-        args = self.args
-        targets = targets or self.targets
-        into = self.results if into is None else into
+    def scenario(self, scenario: Scenario) -> None:
+        args, targets = self.args, self.targets
         block = max(args.block_min, scenario.concurrency * args.block_factor)
         n_total = max(scenario.concurrency, args.stream_requests if scenario.stream else args.requests)
         rounds = max(1, math.ceil(n_total / block))
@@ -517,7 +518,7 @@ class Bench:
                 rates = self.idle_thread_rate.get(t, {})
                 results[t].server_threads_cpu = {k: max(0.0, v - rates.get(k, 0.0) * idle)
                                                  for k, v in threads[t].items()}
-        into[scenario.name] = results
+        self.results[scenario.name] = results
         line = "  ".join(f"{SHORT[t]} p50 {percentile(results[t].lat, 50):.2f}ms" for t in targets)
         self.log(f"  {line}")
 
@@ -599,7 +600,7 @@ class Bench:
             rss = {t: peak_rss_mb(tree(self.procs[t].pid)) for t in SERVERS if t in self.targets}
             traces = self.check_traces() if "ot_trace" in self.targets else None
             if {"ot_trace", "ot_notrace"} <= set(self.targets):
-                for k in range(1, self.args.pairs):  # the traced slot alternates: (c), (b), (c), ...
+                for k in range(self.args.pairs):  # the traced slot alternates: (b), (c), (b), ...
                     self.run_pair(scenarios, "ot_notrace" if k % 2 else "ot_trace", k + 1)
         finally:
             for name in list(self.procs):
@@ -610,35 +611,38 @@ class Bench:
         return report
 
     def run_pair(self, scenarios: list[Scenario], traced: str, number: int) -> None:
-        """The tracing comparison again on a fresh pair of processes, ``traced`` being the slot that traces.
+        """What tracing costs, on a fresh (b)/(c) pair whose ``traced`` slot traces: each client lane sends
+        a request to one engine, then the same to the other (``interleaved.py``), and CPU per request
+        is compared chunk by chunk.
 
-        Why more than the main run's pair: with both slots configured alike (A/A), one process of a pair
-        measured 0-5 % more CPU per request than the other (start order, place in the rotation, the
-        process itself: its memory layout), which is as large as the target. Each pair is one draw of
-        that; the overhead reported is the mean over all pairs, whose traced slot alternates.
+        Why fresh pairs, the traced slot alternating: two fresh engines configured alike differ by up to
+        ±4 % in their own CPU per request (start order, memory layout), as much as the target; each
+        pair is one draw of that, and the figure reported is the mean over pairs (session 12).
         """
         for target in ("ot_trace", "ot_notrace"):
             if target in self.procs:
                 self.procs.pop(target).stop()
         self.traced = traced
         for target in ("ot_trace", "ot_notrace"):
-            self.procs[target], seconds = self._start_server(target, final=True)
-        pair = ["ot_trace", "ot_notrace"]
-        main_idle, main_idle_after = self.idle_rate, self.idle_after
-        self.idle_after = {}
-        results: dict[str, dict[str, Samples]] = {}
-        try:
-            for s in scenarios:
-                for t in pair:
-                    self.block(t, Scenario(s.stream, 1), 5, None)
-            self.drain()
-            self.measure_idle(self.args.idle_seconds)
-            self.log(f"pair {number} of {self.args.pairs}: fresh processes, {SHORT[traced]}'s slot traces")
-            for s in scenarios:
-                self.scenario(s, pair, results)
-        finally:
-            self.idle_rate, self.idle_after = main_idle, main_idle_after
-        self.pairs.append((traced, results))
+            self.procs[target], _ = self._start_server(target, final=True)
+        urls = {t: self.urls_ot[t] + "/v1/chat/completions" for t in interleaved.SLOTS}
+        pids = {t: self.procs[t].pid for t in interleaved.SLOTS}
+        headers = {"authorization": f"Bearer {ENGINE_KEY}"}
+        chunks, requests = (4, 100) if self.args.quick else (20, 400)
+        self.log(f"tracing pair {number} of {self.args.pairs}: fresh processes, {SHORT[traced]}'s slot traces, "
+                 f"requests alternating between the two")
+        results: dict[str, Any] = {}
+        for s in scenarios:
+            body = {"model": MODEL, "messages": MESSAGES, **({"stream": True} if s.stream else {})}
+            samples = asyncio.run(interleaved.measure(urls, pids, body, headers, s.concurrency, chunks,
+                                                      interleaved.per_lane(requests, s.concurrency, s.stream)))
+            if traced == "ot_notrace":  # name the samples by what the engine did, not by its slot
+                samples = {"ot_trace": samples["ot_notrace"], "ot_notrace": samples["ot_trace"]}
+            results[s.name] = interleaved.summarize(samples)
+            line = results[s.name]["all"]
+            self.log(f"  {s.name}: traced {line['traced_ms']:.3f} vs {line['untraced_ms']:.3f} ms CPU a request, "
+                     f"{line['diff_us']:+.1f} µs = {100 * line['overhead']:+.1f} %")
+        self.pairs.append({"traced": traced, "scenarios": results})
 
     def report(self, scenarios: list[Scenario], rss: dict[str, float], traces: dict[str, Any] | None,
                started: float, load_before: tuple[float, ...]) -> dict[str, Any]:
@@ -657,12 +661,8 @@ class Bench:
             "idle_cpu_rate_after": self.idle_after,
             "traces": traces,
             "emulator": getattr(self, "emulator_stats", {}),
-            # The extra (b)/(c) pairs (run_pair), by the slot that traced.
-            "pairs": [{"traced": traced, "scenarios": {
-                name: {t: {"ok": smp.ok, "server_cpu_ms_per_req": (smp.server_cpu / smp.ok * 1000.0
-                                                                   if smp.server_cpu is not None and smp.ok else None),
-                           "total_p50_ms": percentile(smp.lat, 50)} for t, smp in res.items()}
-                for name, res in results.items()}} for traced, results in self.pairs],
+            # What tracing costs, interleaved, per fresh (b)/(c) pair (run_pair).
+            "tracing_pairs": self.pairs,
         }
         for s in scenarios:
             res = self.results[s.name]
@@ -768,8 +768,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="extra environment for one OpenTracy server (ot_trace or ot_notrace), applied "
                              "last: an interleaved A/B of an engine setting, e.g. "
                              "ot_notrace:OPENTRACY_TRACING=true ot_notrace:PYTHONPATH=/tmp/uvloop-overlay")
-    parser.add_argument("--pairs", type=int, help="fresh (b)/(c) process pairs the tracing overhead is averaged "
-                        "over: the main run's, then more with the traced slot alternating (default 4, --quick 1)")
+    parser.add_argument("--pairs", type=int, help="fresh (b)/(c) process pairs the tracing overhead is measured "
+                        "on, requests alternating between the two, the traced slot alternating (default 4, "
+                        "--quick 1)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir with configs and server logs")
     args = parser.parse_args(argv)
     args.requests = args.requests or (60 if args.quick else 1200)

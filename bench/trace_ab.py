@@ -34,75 +34,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import procstat  # noqa: E402
 import run as bench  # noqa: E402 - the benchmark's process handling, config and constants
-
-SLOTS = ("ot_trace", "ot_notrace")
+from interleaved import SLOTS, measure, per_lane, summarize  # noqa: E402
 SCENARIOS = {"json-1": (False, 1), "json-64": (False, 64), "stream-1": (True, 1), "stream-64": (True, 64)}
-
-
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(event-loop thread, all threads of the process and its children) CPU seconds so far."""
-    loop = total = 0.0
-    for process in procstat.tree(pid):
-        for (tid, _name), seconds in procstat.threads(process).items():
-            total += seconds
-            if tid == pid:
-                loop = seconds
-    return loop, total
-
-
-async def measure(urls: dict[str, str], pids: dict[str, int], stream: bool, concurrency: int,
-                  chunks: int, per_lane: int) -> dict[str, dict[str, list[float]]]:
-    """CPU ms per request, per chunk and slot. ``concurrency`` requests in flight at each engine."""
-    import aiohttp
-
-    body = {"model": bench.MODEL, "messages": bench.MESSAGES}
-    if stream:
-        body["stream"] = True
-    data = json.dumps(body).encode()
-    headers = {"content-type": "application/json", "authorization": f"Bearer {bench.ENGINE_KEY}"}
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        async def one(slot: str) -> None:
-            async with session.post(urls[slot], data=data, headers=headers) as resp:
-                text = await resp.read()
-                if resp.status != 200 or not (b"[DONE]" in text if stream else b'"choices"' in text):
-                    raise RuntimeError(f"{slot}: HTTP {resp.status}: {text[:200]!r}")
-
-        async def lane(offset: int) -> None:
-            for i in range(per_lane):  # A then B, then B then A: neither engine always goes first
-                first, second = SLOTS if (i + offset) % 2 == 0 else SLOTS[::-1]
-                await one(first)
-                await one(second)
-
-        lanes = 2 * concurrency  # each lane has one request in flight, at either engine
-        for _ in range(2):  # warm-up
-            await asyncio.gather(*(lane(k) for k in range(lanes)))
-        out: dict[str, dict[str, list[float]]] = {s: {"main": [], "all": []} for s in SLOTS}
-        for _ in range(chunks):
-            before = {s: cpu_seconds(pids[s]) for s in SLOTS}
-            await asyncio.gather(*(lane(k) for k in range(lanes)))
-            after = {s: cpu_seconds(pids[s]) for s in SLOTS}
-            n = per_lane * lanes  # requests per engine in the chunk
-            for s in SLOTS:
-                out[s]["main"].append(1e3 * (after[s][0] - before[s][0]) / n)
-                out[s]["all"].append(1e3 * (after[s][1] - before[s][1]) / n)
-        return out
-
-
-def summarize(samples: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for kind in ("main", "all"):
-        traced, plain = samples["ot_trace"][kind], samples["ot_notrace"][kind]
-        diffs = [a - b for a, b in zip(traced, plain)]
-        base = statistics.mean(plain)
-        result[kind] = {"traced_ms": statistics.mean(traced), "untraced_ms": base,
-                        "diff_us": 1e3 * statistics.mean(diffs),
-                        "se_us": 1e3 * statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0,
-                        "overhead": statistics.mean(diffs) / base,
-                        "chunks_diff_us": [round(1e3 * d, 1) for d in diffs]}
-    return result
 
 
 def standard_error(pairs: list[dict[str, Any]], key: str) -> float:
@@ -130,11 +64,13 @@ def run_pair(args: argparse.Namespace, traced_slot: str) -> dict[str, Any]:
         runner.start()
         urls = {s: runner.urls_ot[s] + "/v1/chat/completions" for s in SLOTS}
         pids = {s: runner.procs[s].pid for s in SLOTS}
+        headers = {"authorization": f"Bearer {bench.ENGINE_KEY}"}
         results = {}
         for name in args.scenarios:
             stream, concurrency = SCENARIOS[name]
-            per_lane = max(1, args.requests // (2 * concurrency) // (4 if stream else 1))
-            samples = asyncio.run(measure(urls, pids, stream, concurrency, args.chunks, per_lane))
+            body = {"model": bench.MODEL, "messages": bench.MESSAGES, **({"stream": True} if stream else {})}
+            samples = asyncio.run(measure(urls, pids, body, headers, concurrency, args.chunks,
+                                          per_lane(args.requests, concurrency, stream)))
             if traced_slot == "ot_notrace" and not args.aa:
                 samples = {"ot_trace": samples["ot_notrace"], "ot_notrace": samples["ot_trace"]}
             results[name] = summarize(samples)
