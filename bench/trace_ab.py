@@ -4,16 +4,15 @@
     python bench/trace_ab.py --aa                  # both off: the harness's own bias (~+1 %)
     python bench/trace_ab.py --scenarios json-1 --env-for ot_trace:OPENTRACY_TRACE_CONTENT=false
 
-Why next to ``run.py``: ``run.py`` compares the traced and untraced engine in blocks of requests, one
-engine at a time, and the machine's speed drifts between blocks (here, on a shared VM, by ±10 % from
-one second to the next); its tracing figure has a standard error of 2.4-4 points even over 8 process
-pairs. Here each client lane sends a request to one engine, then the same request to the other, so
-both engines see the same moments; CPU is each thread's run time from ``/proc/<pid>/task/*/schedstat``
-(nanoseconds, via ``procstat.threads``) per chunk of requests. Within one pair the chunks agree to
-~3-15 µs per request; what is left is the process pair itself: two fresh servers' own CPU per request
-differs by up to ±4 % (memory layout, which engine starts first; ``--aa`` shows it), more than
-tracing costs. So ``--pairs`` averages over fresh pairs with the traced slot swapped (6 by default,
-~7 min), and the standard error printed is the pairs' (session 12, bench/README.md).
+Why next to ``run.py``: ``run.py`` measures its tracing target this way too (``interleaved.py``, 4
+pairs); this is that measurement alone, for A/B runs of one setting, more pairs or one scenario. Each
+client lane sends a request to one engine, then the same request to the other, so both engines see
+the same moments; CPU is each thread's run time from ``/proc/<pid>/task/*/schedstat`` (nanoseconds,
+via ``procstat.threads``) per chunk of requests. Within one pair the chunks agree to ~3-15 µs per
+request; what is left is the process pair itself: two fresh servers' own CPU per request differs by
+up to ±4 % (memory layout, which engine starts first; ``--aa`` shows it), more than tracing costs.
+So ``--pairs`` averages over fresh pairs with the traced slot swapped (6 by default, ~7 min), and the
+standard error printed is the pairs' (session 12, bench/README.md).
 
 Output: per scenario, CPU per request of the event-loop thread and of the whole process, the
 difference (traced minus untraced) with its standard error, and the mean over scenarios; the JSON
