@@ -628,6 +628,8 @@ class Bench:
         urls = {t: self.urls_ot[t] + "/v1/chat/completions" for t in interleaved.SLOTS}
         pids = {t: self.procs[t].pid for t in interleaved.SLOTS}
         headers = {"authorization": f"Bearer {ENGINE_KEY}"}
+        flush = {t: (f"{self.urls_ot[t]}/admin/traces?last=0", {"authorization": f"Bearer {ADMIN_KEY}"})
+                 for t in interleaved.SLOTS}  # each scenario pays for writing out its own rows
         chunks, requests = (4, 100) if self.args.quick else (20, 400)
         self.log(f"tracing pair {number} of {self.args.pairs}: fresh processes, {SHORT[traced]}'s slot traces, "
                  f"requests alternating between the two")
@@ -635,7 +637,7 @@ class Bench:
         for s in scenarios:
             body = {"model": MODEL, "messages": MESSAGES, **({"stream": True} if s.stream else {})}
             samples = asyncio.run(interleaved.measure(urls, pids, body, headers, s.concurrency, chunks,
-                                                      interleaved.per_lane(requests, s.concurrency, s.stream)))
+                                                      interleaved.per_lane(requests, s.concurrency, s.stream), flush))
             if traced == "ot_notrace":  # name the samples by what the engine did, not by its slot
                 samples = {"ot_trace": samples["ot_notrace"], "ot_notrace": samples["ot_trace"]}
             results[s.name] = interleaved.summarize(samples)

@@ -64,12 +64,14 @@ def run_pair(args: argparse.Namespace, traced_slot: str) -> dict[str, Any]:
         urls = {s: runner.urls_ot[s] + "/v1/chat/completions" for s in SLOTS}
         pids = {s: runner.procs[s].pid for s in SLOTS}
         headers = {"authorization": f"Bearer {bench.ENGINE_KEY}"}
+        flush = {s: (f"{runner.urls_ot[s]}/admin/traces?last=0", {"authorization": f"Bearer {bench.ADMIN_KEY}"})
+                 for s in SLOTS}  # each scenario pays for writing out its own rows
         results = {}
         for name in args.scenarios:
             stream, concurrency = SCENARIOS[name]
             body = {"model": bench.MODEL, "messages": bench.MESSAGES, **({"stream": True} if stream else {})}
             samples = asyncio.run(measure(urls, pids, body, headers, concurrency, args.chunks,
-                                          per_lane(args.requests, concurrency, stream)))
+                                          per_lane(args.requests, concurrency, stream), flush))
             if traced_slot == "ot_notrace" and not args.aa:
                 samples = {"ot_trace": samples["ot_notrace"], "ot_notrace": samples["ot_trace"]}
             results[name] = summarize(samples)
