@@ -6,12 +6,13 @@ Why: measuring one engine at a time, in blocks, lets the machine's speed drift b
 a standard error of 2.4-7 points even over several process pairs. Interleaved, the chunks of one pair
 agree to ~3-15 µs a request. Used by ``run.py`` (its tracing target) and ``trace_ab.py``.
 
-Inserts: the traced engine's trace process inserts its rows 10,000 at a time (or every 120 s), ~8 µs
-of CPU a row, so without care a scenario is charged the insert its predecessor's rows filled, or none
-(a 20-chunk JSON scenario sends ~8,800 requests). With ``flush`` URLs each scenario starts with an
-empty batch and ends by writing out its own rows (the admin read route flushes first, as for any
-user), and that insert's CPU is spread over the scenario's requests: its rows' share, as in steady
-state.
+Inserts: the traced engine's trace process inserts its rows 10,000 at a time (or every 120 s), so
+without care a scenario is charged the insert its predecessor's rows filled, or none (a 20-chunk JSON
+scenario sends ~8,800 requests). With ``flush`` URLs each scenario starts with an empty batch and ends
+by writing out its own rows (the admin read route flushes first, as for any user), and that insert's
+CPU is spread over the scenario's requests: 7-8 µs a JSON request (8,000 rows), close to steady
+state; a scenario of fewer rows (streams: 2,000) pays more of an insert's fixed cost than it would
+in a 10,000-row batch.
 """
 
 from __future__ import annotations
