@@ -625,26 +625,30 @@ class Bench:
         self.traced = traced
         for target in ("ot_trace", "ot_notrace"):
             self.procs[target], _ = self._start_server(target, final=True)
-        urls = {t: self.urls_ot[t] + "/v1/chat/completions" for t in interleaved.SLOTS}
-        pids = {t: self.procs[t].pid for t in interleaved.SLOTS}
-        headers = {"authorization": f"Bearer {ENGINE_KEY}"}
-        flush = {t: (f"{self.urls_ot[t]}/admin/traces?last=0", {"authorization": f"Bearer {ADMIN_KEY}"})
-                 for t in interleaved.SLOTS}  # each scenario pays for writing out its own rows
         chunks, requests = (4, 100) if self.args.quick else (20, 400)
         self.log(f"tracing pair {number} of {self.args.pairs}: fresh processes, {SHORT[traced]}'s slot traces, "
                  f"requests alternating between the two")
-        results: dict[str, Any] = {}
-        for s in scenarios:
-            body = {"model": MODEL, "messages": MESSAGES, **({"stream": True} if s.stream else {})}
-            samples = asyncio.run(interleaved.measure(urls, pids, body, headers, s.concurrency, chunks,
-                                                      interleaved.per_lane(requests, s.concurrency, s.stream), flush))
-            if traced == "ot_notrace":  # name the samples by what the engine did, not by its slot
-                samples = {"ot_trace": samples["ot_notrace"], "ot_notrace": samples["ot_trace"]}
-            results[s.name] = interleaved.summarize(samples)
-            line = results[s.name]["all"]
-            self.log(f"  {s.name}: traced {line['traced_ms']:.3f} vs {line['untraced_ms']:.3f} ms CPU a request, "
-                     f"{line['diff_us']:+.1f} µs = {100 * line['overhead']:+.1f} %")
+        results = {s.name: self.tracing_cost(s, chunks, requests, swap=traced == "ot_notrace") for s in scenarios}
         self.pairs.append({"traced": traced, "scenarios": results})
+
+    def tracing_cost(self, scenario: Scenario, chunks: int, requests: int, swap: bool) -> dict[str, Any]:
+        """``interleaved.summarize`` of one scenario on the running (b)/(c) pair, requests alternating
+        between them, the scenario paying for writing out its own rows; ``swap``: (c)'s slot traces."""
+        urls = {t: self.urls_ot[t] + "/v1/chat/completions" for t in interleaved.SLOTS}
+        pids = {t: self.procs[t].pid for t in interleaved.SLOTS}
+        flush = {t: (f"{self.urls_ot[t]}/admin/traces?last=0", {"authorization": f"Bearer {ADMIN_KEY}"})
+                 for t in interleaved.SLOTS}
+        body = {"model": MODEL, "messages": MESSAGES, **({"stream": True} if scenario.stream else {})}
+        samples = asyncio.run(interleaved.measure(
+            urls, pids, body, {"authorization": f"Bearer {ENGINE_KEY}"}, scenario.concurrency, chunks,
+            interleaved.per_lane(requests, scenario.concurrency, scenario.stream), flush))
+        if swap:  # name the samples by what the engine did, not by its slot
+            samples = {"ot_trace": samples["ot_notrace"], "ot_notrace": samples["ot_trace"]}
+        result = interleaved.summarize(samples)
+        line = result["all"]
+        self.log(f"  {scenario.name}: traced {line['traced_ms']:.3f} vs {line['untraced_ms']:.3f} ms CPU a request, "
+                 f"{line['diff_us']:+.1f} µs (se {line['se_us']:.1f}) = {100 * line['overhead']:+.1f} %")
+        return result
 
     def report(self, scenarios: list[Scenario], rss: dict[str, float], traces: dict[str, Any] | None,
                started: float, load_before: tuple[float, ...]) -> dict[str, Any]:

@@ -22,7 +22,6 @@ goes to ``bench/results/trace-ab-<stamp>.json``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -34,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench  # noqa: E402 - the benchmark's process handling, config and constants
-from interleaved import SLOTS, measure, per_lane, summarize  # noqa: E402
+from interleaved import SLOTS  # noqa: E402
 SCENARIOS = {"json-1": (False, 1), "json-64": (False, 64), "stream-1": (True, 1), "stream-64": (True, 64)}
 
 
@@ -61,23 +60,9 @@ def run_pair(args: argparse.Namespace, traced_slot: str) -> dict[str, Any]:
     runner = bench.Bench(bench.parse_args(argv))
     try:
         runner.start()
-        urls = {s: runner.urls_ot[s] + "/v1/chat/completions" for s in SLOTS}
-        pids = {s: runner.procs[s].pid for s in SLOTS}
-        headers = {"authorization": f"Bearer {bench.ENGINE_KEY}"}
-        flush = {s: (f"{runner.urls_ot[s]}/admin/traces?last=0", {"authorization": f"Bearer {bench.ADMIN_KEY}"})
-                 for s in SLOTS}  # each scenario pays for writing out its own rows
-        results = {}
-        for name in args.scenarios:
-            stream, concurrency = SCENARIOS[name]
-            body = {"model": bench.MODEL, "messages": bench.MESSAGES, **({"stream": True} if stream else {})}
-            samples = asyncio.run(measure(urls, pids, body, headers, concurrency, args.chunks,
-                                          per_lane(args.requests, concurrency, stream), flush))
-            if traced_slot == "ot_notrace" and not args.aa:
-                samples = {"ot_trace": samples["ot_notrace"], "ot_notrace": samples["ot_trace"]}
-            results[name] = summarize(samples)
-            line = results[name]["all"]
-            runner.log(f"{name}: traced {line['traced_ms']:.3f} vs {line['untraced_ms']:.3f} ms CPU/request, "
-                       f"{line['diff_us']:+.1f} us (se {line['se_us']:.1f}) = {100 * line['overhead']:+.1f} %")
+        swap = traced_slot == "ot_notrace" and not args.aa
+        results = {name: runner.tracing_cost(bench.Scenario(*SCENARIOS[name]), args.chunks, args.requests, swap)
+                   for name in args.scenarios}
         return {"traced_slot": traced_slot, "scenarios": results}
     finally:
         for name in list(runner.procs):
