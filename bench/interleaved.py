@@ -40,7 +40,7 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
 
 async def measure(urls: dict[str, str], pids: dict[str, int], body: dict[str, Any], headers: dict[str, str],
                   concurrency: int, chunks: int, per_lane: int,
-                  flush: dict[str, tuple[str, dict[str, str]]] | None = None) -> dict[str, dict[str, list[float]]]:
+                  flush: dict[str, tuple[str, dict[str, str]]] | None = None) -> dict[str, dict[str, Any]]:
     """CPU ms per request, per chunk and slot, ``main`` (the event loop) and ``all`` (every thread of
     the engine and its trace process), and with ``flush`` (per slot: URL and headers of a read that
     writes out the open batch) ``flush_main`` / ``flush_all``, the CPU ms of writing out the
@@ -75,7 +75,7 @@ async def measure(urls: dict[str, str], pids: dict[str, int], body: dict[str, An
         for _ in range(2):  # warm-up
             await asyncio.gather(*(lane(k) for k in range(lanes)))
         await write_out()  # what earlier scenarios and the warm-up left is not this scenario's
-        out: dict[str, dict[str, list[float]]] = {s: {"main": [], "all": []} for s in SLOTS}
+        out: dict[str, dict[str, Any]] = {s: {"main": [], "all": []} for s in SLOTS}
         n = per_lane * lanes  # requests per engine in a chunk
         for _ in range(chunks):
             before = {s: cpu_seconds(pids[s]) for s in SLOTS}
@@ -89,8 +89,8 @@ async def measure(urls: dict[str, str], pids: dict[str, int], body: dict[str, An
             await write_out()
             after = {s: cpu_seconds(pids[s]) for s in SLOTS}
             for s in SLOTS:
-                out[s]["flush_main"] = [1e3 * (after[s][0] - before[s][0]) / (n * chunks)]
-                out[s]["flush_all"] = [1e3 * (after[s][1] - before[s][1]) / (n * chunks)]
+                out[s]["flush_main"] = 1e3 * (after[s][0] - before[s][0]) / (n * chunks)
+                out[s]["flush_all"] = 1e3 * (after[s][1] - before[s][1]) / (n * chunks)
         return out
 
 
@@ -99,14 +99,14 @@ def per_lane(requests: int, concurrency: int, stream: bool) -> int:
     return max(1, requests // (2 * concurrency) // (4 if stream else 1))
 
 
-def summarize(samples: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+def summarize(samples: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Traced minus untraced: means (the scenario's own insert included when measured), the chunks'
     standard error, the overhead."""
     result: dict[str, Any] = {}
     for kind in ("main", "all"):
         traced, plain = samples["ot_trace"][kind], samples["ot_notrace"][kind]
         diffs = [a - b for a, b in zip(traced, plain)]
-        flushed = [samples[s].get(f"flush_{kind}", [0.0])[0] for s in ("ot_trace", "ot_notrace")]
+        flushed = [samples[s].get(f"flush_{kind}", 0.0) for s in ("ot_trace", "ot_notrace")]
         base = statistics.mean(plain) + flushed[1]
         diff = statistics.mean(diffs) + flushed[0] - flushed[1]
         result[kind] = {"traced_ms": statistics.mean(traced) + flushed[0], "untraced_ms": base,
